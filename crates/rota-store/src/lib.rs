@@ -21,8 +21,9 @@
 //! rota_store::conformance_tests!(fresh().await);
 //! ```
 //!
-//! The macro expands to one `#[tokio::test]` per conformance case (multi-threaded runtime), so a failure names
-//! the case. The same suite runs against SQLite, PostgreSQL and MySQL in this repository.
+//! The macro expands to one `#[test]` per conformance case, each on its own multi-threaded Tokio runtime (the
+//! backend crate needs no Tokio dev-dependency for it), so a failure names the case. The same suite runs against
+//! SQLite, PostgreSQL and MySQL in this repository; see the `conformance` module (feature `conformance`).
 //!
 //! # Time
 //!
@@ -283,8 +284,9 @@ pub trait TaskStore: Send + Sync {
     /// `expected_next_fire_at` (compare-and-set, so two firers cannot both advance it), inserts `runs` (skipping any
     /// whose (task, scheduled_at) already exists) and sets `next_fire_at` to `new_next_fire_at`.
     ///
-    /// Errors: `Fenced` when the fence is stale; `Conflict` when `next_fire_at` moved meanwhile; `NotFound` when
-    /// the task is gone. Nothing is written on error.
+    /// Errors: `Fenced` when the fence is stale; `Conflict` when `next_fire_at` moved meanwhile **or the task is
+    /// paused** (checked atomically, so a pause acknowledged before the fire wins); `NotFound` when the task is
+    /// gone. Nothing is written on error.
     async fn fire(&self, req: FireRequest) -> StoreResult<FireOutcome>;
 }
 
@@ -616,19 +618,21 @@ pub struct LogLine {
 #[async_trait]
 pub trait RunStore: Send + Sync {
     /// Inserts a run unless one exists for (task_id, scheduled_at); concurrent inserts of the same pair yield
-    /// exactly one `Inserted`. Checks the fence, if any.
+    /// exactly one `Inserted`. The fence, if any, is checked first (a stale fence is `Fenced` even when the run
+    /// exists).
     async fn insert_run(&self, run: NewRun, fence: Option<Fence>, now: DateTime<Utc>) -> StoreResult<InsertRun>;
 
     async fn get_run(&self, id: i64) -> StoreResult<Option<RunRecord>>;
 
-    /// Compare-and-set state transition. Errors: `NotFound`; `InvalidTransition` when `to` is not reachable from
-    /// the current state by the state machine; `Conflict` when the current state is not in `from`; `Fenced`.
+    /// Compare-and-set state transition. Errors, checked in this order: `NotFound`; `Fenced` with a stale fence;
+    /// `Conflict` when the current state is not in `from`; `InvalidTransition` when `to` is not reachable from
+    /// the current state by the state machine.
     async fn transition_run(&self, t: Transition) -> StoreResult<RunRecord>;
 
     /// History query, newest first (by id), keyset paginated.
     async fn list_runs(&self, filter: &RunFilter, page: &PageRequest) -> StoreResult<Page<RunRecord>>;
 
-    /// Runs of `shard` in state `scheduled` whose `next_attempt_at` is `<= until` (or unset), oldest first:
+    /// Runs of `shard` in state `scheduled` whose `next_attempt_at` is `<= until` (or unset), oldest (by id) first:
     /// the durable queue of pending dispatches and retries.
     async fn pending_runs(&self, shard: u32, until: DateTime<Utc>, limit: u32) -> StoreResult<Vec<RunRecord>>;
 

@@ -1,0 +1,610 @@
+//! A minimal in-memory reference store, used only to check that the conformance suite itself is consistent with
+//! the contract (every case must pass against it). It is deliberately simple: one mutex around plain collections.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use rota_store::*;
+use serde_json::Value;
+
+#[derive(Default)]
+struct State {
+    next_id: i64,
+    tasks: BTreeMap<i64, TaskRecord>,
+    versions: Vec<TaskVersion>,
+    runs: BTreeMap<i64, RunRecord>,
+    attempts: BTreeMap<i64, AttemptRecord>,
+    logs: Vec<LogLine>,
+    nodes: BTreeMap<String, NodeRecord>,
+    /// shard → (lease, held)
+    leases: BTreeMap<u32, (Lease, bool)>,
+    audit: BTreeMap<i64, AuditEntry>,
+}
+
+impl State {
+    fn id(&mut self) -> i64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn check_fence(&self, fence: Option<Fence>) -> StoreResult<()> {
+        if let Some(f) = fence {
+            match self.leases.get(&f.shard) {
+                Some((l, _)) if l.epoch == f.epoch => {}
+                _ => return Err(StoreError::Fenced { shard: f.shard, epoch: f.epoch }),
+            }
+        }
+        Ok(())
+    }
+
+    fn task_by_key(&self, ns: &str, name: &str) -> Option<&TaskRecord> {
+        self.tasks.values().find(|t| t.namespace == ns && t.name == name)
+    }
+
+    fn insert_run(&mut self, run: NewRun, now: DateTime<Utc>) -> InsertRun {
+        let t = tm(run.scheduled_at);
+        if let Some(r) = self.runs.values().find(|r| r.task_id == run.task_id && r.scheduled_at == t) {
+            return InsertRun::Duplicate(r.clone());
+        }
+        let id = self.id();
+        let rec = RunRecord {
+            id,
+            task_id: run.task_id,
+            namespace: run.namespace,
+            name: run.name,
+            task_version: run.task_version,
+            shard: run.shard,
+            scheduled_at: t,
+            trigger: run.trigger,
+            state: run.state,
+            attempts: 0,
+            next_attempt_at: run.next_attempt_at.map(tm),
+            params: run.params,
+            output: None,
+            error: None,
+            reason: run.reason,
+            owner: None,
+            created_at: tm(now),
+            started_at: None,
+            finished_at: None,
+            updated_at: tm(now),
+        };
+        self.runs.insert(id, rec.clone());
+        InsertRun::Inserted(rec)
+    }
+}
+
+fn tm(t: DateTime<Utc>) -> DateTime<Utc> {
+    truncate_millis(t)
+}
+
+fn ttl_from(now: DateTime<Utc>, ttl: std::time::Duration) -> DateTime<Utc> {
+    tm(now + TimeDelta::from_std(ttl).unwrap())
+}
+
+fn page<T: Clone>(items: impl Iterator<Item = T>, id: impl Fn(&T) -> i64, req: &PageRequest) -> Page<T> {
+    let limit = req.effective_limit() as usize;
+    let mut v: Vec<T> = items.take(limit + 1).collect();
+    let next = if v.len() > limit {
+        v.truncate(limit);
+        v.last().map(|x| cursor::encode_id(id(x)))
+    } else {
+        None
+    };
+    Page { items: v, next_cursor: next }
+}
+
+fn after(req: &PageRequest) -> StoreResult<Option<i64>> {
+    req.cursor.as_deref().map(cursor::decode_id).transpose()
+}
+
+#[derive(Default)]
+struct MemStore(Mutex<State>);
+
+impl MemStore {
+    fn s(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.lock().unwrap()
+    }
+}
+
+#[async_trait]
+impl TaskStore for MemStore {
+    async fn put_task(&self, w: TaskWrite, pre: Precondition, now: DateTime<Utc>) -> StoreResult<TaskRecord> {
+        let mut s = self.s();
+        let existing = s.task_by_key(&w.namespace, &w.name).cloned();
+        let key = format!("{}/{}", w.namespace, w.name);
+        match (&existing, pre) {
+            (Some(_), Precondition::MustNotExist) => return Err(StoreError::conflict("task", key, "exists")),
+            (None, Precondition::Version(_)) => return Err(StoreError::not_found("task", key)),
+            (Some(e), Precondition::Version(v)) if e.version != v => {
+                return Err(StoreError::conflict("task", key, "version"));
+            }
+            _ => {}
+        }
+        let rec = match existing {
+            Some(e) => TaskRecord {
+                version: e.version + 1,
+                labels: w.labels,
+                spec: w.spec,
+                shard: w.shard,
+                next_fire_at: w.next_fire_at.map(tm),
+                updated_at: tm(now),
+                ..e
+            },
+            None => {
+                let id = s.id();
+                TaskRecord {
+                    id,
+                    namespace: w.namespace,
+                    name: w.name,
+                    version: 1,
+                    labels: w.labels,
+                    spec: w.spec,
+                    shard: w.shard,
+                    next_fire_at: w.next_fire_at.map(tm),
+                    paused: false,
+                    created_at: tm(now),
+                    updated_at: tm(now),
+                }
+            }
+        };
+        s.versions.push(TaskVersion {
+            task_id: rec.id,
+            version: rec.version,
+            spec: rec.spec.clone(),
+            created_at: tm(now),
+        });
+        s.tasks.insert(rec.id, rec.clone());
+        Ok(rec)
+    }
+
+    async fn get_task(&self, namespace: &str, name: &str) -> StoreResult<Option<TaskRecord>> {
+        Ok(self.s().task_by_key(namespace, name).cloned())
+    }
+
+    async fn get_task_by_id(&self, id: i64) -> StoreResult<Option<TaskRecord>> {
+        Ok(self.s().tasks.get(&id).cloned())
+    }
+
+    async fn delete_task(&self, namespace: &str, name: &str) -> StoreResult<bool> {
+        let mut s = self.s();
+        let Some(id) = s.task_by_key(namespace, name).map(|t| t.id) else { return Ok(false) };
+        s.tasks.remove(&id);
+        s.versions.retain(|v| v.task_id != id);
+        Ok(true)
+    }
+
+    async fn list_tasks(&self, f: &TaskFilter, req: &PageRequest) -> StoreResult<Page<TaskRecord>> {
+        let after = after(req)?.unwrap_or(i64::MIN);
+        let s = self.s();
+        let it = s.tasks.range(after + 1..).map(|(_, t)| t).filter(|t| {
+            f.namespace.as_ref().is_none_or(|n| &t.namespace == n)
+                && f.paused.is_none_or(|p| t.paused == p)
+                && f.labels.iter().all(|(k, v)| t.labels.get(k) == Some(v))
+        });
+        Ok(page(it.cloned(), |t| t.id, req))
+    }
+
+    async fn task_versions(&self, namespace: &str, name: &str) -> StoreResult<Vec<TaskVersion>> {
+        let s = self.s();
+        let Some(id) = s.task_by_key(namespace, name).map(|t| t.id) else { return Ok(vec![]) };
+        Ok(s.versions.iter().filter(|v| v.task_id == id).cloned().collect())
+    }
+
+    async fn set_paused(
+        &self,
+        namespace: &str,
+        name: &str,
+        paused: bool,
+        next_fire_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<TaskRecord> {
+        let mut s = self.s();
+        let Some(id) = s.task_by_key(namespace, name).map(|t| t.id) else {
+            return Err(StoreError::not_found("task", format!("{namespace}/{name}")));
+        };
+        let t = s.tasks.get_mut(&id).unwrap();
+        t.paused = paused;
+        if !paused {
+            t.next_fire_at = next_fire_at.map(tm);
+        }
+        t.updated_at = tm(now);
+        Ok(t.clone())
+    }
+
+    async fn due_tasks(&self, shard: u32, until: DateTime<Utc>, limit: u32) -> StoreResult<Vec<DueTask>> {
+        let s = self.s();
+        let mut v: Vec<DueTask> = s
+            .tasks
+            .values()
+            .filter(|t| t.shard == shard && !t.paused && t.next_fire_at.is_some_and(|n| n <= until))
+            .map(|t| DueTask {
+                task_id: t.id,
+                namespace: t.namespace.clone(),
+                name: t.name.clone(),
+                version: t.version,
+                next_fire_at: t.next_fire_at.unwrap(),
+            })
+            .collect();
+        v.sort_by_key(|d| (d.next_fire_at, d.task_id));
+        v.truncate(limit as usize);
+        Ok(v)
+    }
+
+    async fn fire(&self, req: FireRequest) -> StoreResult<FireOutcome> {
+        let mut s = self.s();
+        s.check_fence(req.fence)?;
+        let Some(t) = s.tasks.get(&req.task_id) else { return Err(StoreError::not_found("task", req.task_id)) };
+        if t.next_fire_at != req.expected_next_fire_at.map(tm) {
+            return Err(StoreError::conflict("task", req.task_id, "next_fire_at moved"));
+        }
+        let mut out = FireOutcome { inserted: vec![], duplicates: vec![] };
+        for r in req.runs {
+            match s.insert_run(r, req.now) {
+                InsertRun::Inserted(r) => out.inserted.push(r),
+                InsertRun::Duplicate(r) => out.duplicates.push(r.scheduled_at),
+            }
+        }
+        s.tasks.get_mut(&req.task_id).unwrap().next_fire_at = req.new_next_fire_at.map(tm);
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl RunStore for MemStore {
+    async fn insert_run(&self, run: NewRun, fence: Option<Fence>, now: DateTime<Utc>) -> StoreResult<InsertRun> {
+        let mut s = self.s();
+        s.check_fence(fence)?;
+        Ok(s.insert_run(run, now))
+    }
+
+    async fn get_run(&self, id: i64) -> StoreResult<Option<RunRecord>> {
+        Ok(self.s().runs.get(&id).cloned())
+    }
+
+    async fn transition_run(&self, t: Transition) -> StoreResult<RunRecord> {
+        let mut s = self.s();
+        s.check_fence(t.fence)?;
+        let Some(r) = s.runs.get_mut(&t.run_id) else { return Err(StoreError::not_found("run", t.run_id)) };
+        if !t.from.contains(&r.state) {
+            return Err(StoreError::conflict("run", t.run_id, "state changed"));
+        }
+        if !r.state.can_transition_to(t.to) {
+            return Err(StoreError::InvalidTransition { run_id: t.run_id, from: r.state, to: t.to });
+        }
+        let p = t.patch;
+        r.state = t.to;
+        if let Some(v) = p.next_attempt_at {
+            r.next_attempt_at = v.map(tm);
+        }
+        if let Some(v) = p.attempts {
+            r.attempts = v;
+        }
+        if let Some(v) = p.output {
+            r.output = Some(v);
+        }
+        if let Some(v) = p.error {
+            r.error = Some(v);
+        }
+        if let Some(v) = p.reason {
+            r.reason = Some(v);
+        }
+        if let Some(v) = p.owner {
+            r.owner = v;
+        }
+        if let Some(v) = p.started_at {
+            r.started_at = Some(tm(v));
+        }
+        if let Some(v) = p.finished_at {
+            r.finished_at = Some(tm(v));
+        }
+        r.updated_at = tm(t.now);
+        Ok(r.clone())
+    }
+
+    async fn list_runs(&self, f: &RunFilter, req: &PageRequest) -> StoreResult<Page<RunRecord>> {
+        let before = after(req)?.unwrap_or(i64::MAX);
+        let s = self.s();
+        let it = s.runs.range(..before).rev().map(|(_, r)| r).filter(|r| {
+            f.task_id.is_none_or(|id| r.task_id == id)
+                && f.namespace.as_ref().is_none_or(|n| &r.namespace == n)
+                && f.name.as_ref().is_none_or(|n| &r.name == n)
+                && (f.states.is_empty() || f.states.contains(&r.state))
+                && f.from.is_none_or(|from| r.scheduled_at >= from)
+                && f.to.is_none_or(|to| r.scheduled_at < to)
+        });
+        Ok(page(it.cloned(), |r| r.id, req))
+    }
+
+    async fn pending_runs(&self, shard: u32, until: DateTime<Utc>, limit: u32) -> StoreResult<Vec<RunRecord>> {
+        let s = self.s();
+        Ok(s.runs
+            .values()
+            .filter(|r| {
+                r.shard == shard && r.state == RunState::Scheduled && r.next_attempt_at.is_none_or(|n| n <= until)
+            })
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn active_runs(&self, shard: u32, states: &[RunState], limit: u32) -> StoreResult<Vec<RunRecord>> {
+        let s = self.s();
+        Ok(s.runs
+            .values()
+            .filter(|r| r.shard == shard && states.contains(&r.state))
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn active_runs_of_task(&self, task_id: i64) -> StoreResult<Vec<RunRecord>> {
+        let s = self.s();
+        Ok(s.runs.values().filter(|r| r.task_id == task_id && !r.state.is_terminal()).cloned().collect())
+    }
+
+    async fn insert_attempt(&self, a: NewAttempt) -> StoreResult<AttemptRecord> {
+        let mut s = self.s();
+        if s.attempts.values().any(|x| x.run_id == a.run_id && x.attempt == a.attempt && x.node == a.node) {
+            return Err(StoreError::conflict("attempt", a.run_id, "duplicate"));
+        }
+        let id = s.id();
+        let rec = AttemptRecord {
+            id,
+            run_id: a.run_id,
+            attempt: a.attempt,
+            node: a.node,
+            state: AttemptState::Running,
+            started_at: tm(a.started_at),
+            deadline: a.deadline.map(tm),
+            finished_at: None,
+            output: None,
+            error: None,
+        };
+        s.attempts.insert(id, rec.clone());
+        Ok(rec)
+    }
+
+    async fn finish_attempt(
+        &self,
+        attempt_id: i64,
+        state: AttemptState,
+        output: Option<Value>,
+        error: Option<String>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<AttemptRecord> {
+        let mut s = self.s();
+        let Some(a) = s.attempts.get_mut(&attempt_id) else { return Err(StoreError::not_found("attempt", attempt_id)) };
+        if a.state != AttemptState::Running {
+            return Err(StoreError::conflict("attempt", attempt_id, "finished"));
+        }
+        a.state = state;
+        a.output = output;
+        a.error = error;
+        a.finished_at = Some(tm(now));
+        Ok(a.clone())
+    }
+
+    async fn list_attempts(&self, run_id: i64) -> StoreResult<Vec<AttemptRecord>> {
+        let s = self.s();
+        let mut v: Vec<AttemptRecord> = s.attempts.values().filter(|a| a.run_id == run_id).cloned().collect();
+        v.sort_by_key(|a| (a.attempt, a.id));
+        Ok(v)
+    }
+
+    async fn append_logs(&self, run_id: i64, stream: &str, lines: &[String], now: DateTime<Utc>) -> StoreResult<i64> {
+        let mut s = self.s();
+        let mut last = 0;
+        for l in lines {
+            last = s.id();
+            s.logs.push(LogLine { seq: last, run_id, at: tm(now), stream: stream.into(), line: l.clone() });
+        }
+        Ok(last)
+    }
+
+    async fn read_logs(&self, run_id: i64, after_seq: i64, limit: u32) -> StoreResult<Vec<LogLine>> {
+        let s = self.s();
+        Ok(s.logs.iter().filter(|l| l.run_id == run_id && l.seq > after_seq).take(limit as usize).cloned().collect())
+    }
+
+    async fn prune_runs(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<u64> {
+        let mut s = self.s();
+        let ids: Vec<i64> = s
+            .runs
+            .values()
+            .filter(|r| r.state.is_terminal() && r.finished_at.is_some_and(|f| f < before))
+            .take(limit as usize)
+            .map(|r| r.id)
+            .collect();
+        for id in &ids {
+            s.runs.remove(id);
+            s.attempts.retain(|_, a| a.run_id != *id);
+            s.logs.retain(|l| l.run_id != *id);
+        }
+        Ok(ids.len() as u64)
+    }
+}
+
+#[async_trait]
+impl NodeStore for MemStore {
+    async fn register_node(
+        &self,
+        reg: NodeRegistration,
+        ttl: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<NodeRecord> {
+        let mut s = self.s();
+        let registered_at = s.nodes.get(&reg.id).map_or(tm(now), |n| n.registered_at);
+        let rec = NodeRecord {
+            id: reg.id,
+            kind: reg.kind,
+            service: reg.service,
+            address: reg.address,
+            protocol: reg.protocol,
+            labels: reg.labels,
+            weight: reg.weight,
+            capacity: reg.capacity,
+            state: NodeState::Active,
+            registered_at,
+            last_heartbeat_at: tm(now),
+            expires_at: ttl_from(now, ttl),
+        };
+        s.nodes.insert(rec.id.clone(), rec.clone());
+        Ok(rec)
+    }
+
+    async fn heartbeat_node(&self, id: &str, ttl: std::time::Duration, now: DateTime<Utc>) -> StoreResult<NodeRecord> {
+        let mut s = self.s();
+        let Some(n) = s.nodes.get_mut(id) else { return Err(StoreError::not_found("node", id)) };
+        n.last_heartbeat_at = tm(now);
+        n.expires_at = ttl_from(now, ttl);
+        Ok(n.clone())
+    }
+
+    async fn set_node_state(&self, id: &str, state: NodeState) -> StoreResult<NodeRecord> {
+        let mut s = self.s();
+        let Some(n) = s.nodes.get_mut(id) else { return Err(StoreError::not_found("node", id)) };
+        n.state = state;
+        Ok(n.clone())
+    }
+
+    async fn get_node(&self, id: &str) -> StoreResult<Option<NodeRecord>> {
+        Ok(self.s().nodes.get(id).cloned())
+    }
+
+    async fn deregister_node(&self, id: &str) -> StoreResult<bool> {
+        Ok(self.s().nodes.remove(id).is_some())
+    }
+
+    async fn list_nodes(&self, f: &NodeFilter) -> StoreResult<Vec<NodeRecord>> {
+        let s = self.s();
+        Ok(s.nodes
+            .values()
+            .filter(|n| {
+                f.kind.is_none_or(|k| n.kind == k)
+                    && f.service.as_ref().is_none_or(|sv| &n.service == sv)
+                    && f.alive_at.is_none_or(|a| n.expires_at > a)
+            })
+            .cloned()
+            .collect())
+    }
+
+    async fn prune_nodes(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let mut s = self.s();
+        let n = s.nodes.len();
+        s.nodes.retain(|_, n| n.expires_at >= before);
+        Ok((n - s.nodes.len()) as u64)
+    }
+}
+
+#[async_trait]
+impl LeaseStore for MemStore {
+    async fn acquire_lease(
+        &self,
+        shard: u32,
+        owner: &str,
+        ttl: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Lease>> {
+        let mut s = self.s();
+        let expires_at = ttl_from(now, ttl);
+        let lease = match s.leases.get(&shard) {
+            None => Lease { shard, owner: owner.into(), epoch: 1, expires_at },
+            Some((l, held)) => {
+                let live = *held && l.expires_at > now;
+                if *held && l.owner == owner {
+                    Lease { expires_at, ..l.clone() }
+                } else if live {
+                    return Ok(None);
+                } else {
+                    Lease { shard, owner: owner.into(), epoch: l.epoch + 1, expires_at }
+                }
+            }
+        };
+        s.leases.insert(shard, (lease.clone(), true));
+        Ok(Some(lease))
+    }
+
+    async fn renew_lease(&self, lease: &Lease, ttl: std::time::Duration, now: DateTime<Utc>) -> StoreResult<Lease> {
+        let mut s = self.s();
+        match s.leases.get_mut(&lease.shard) {
+            Some((l, true)) if l.epoch == lease.epoch && l.owner == lease.owner => {
+                l.expires_at = ttl_from(now, ttl);
+                Ok(l.clone())
+            }
+            _ => Err(StoreError::Fenced { shard: lease.shard, epoch: lease.epoch }),
+        }
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> StoreResult<()> {
+        let mut s = self.s();
+        match s.leases.get_mut(&lease.shard) {
+            Some((l, held @ true)) if l.epoch == lease.epoch && l.owner == lease.owner => {
+                *held = false;
+                Ok(())
+            }
+            _ => Err(StoreError::Fenced { shard: lease.shard, epoch: lease.epoch }),
+        }
+    }
+
+    async fn list_leases(&self) -> StoreResult<Vec<Lease>> {
+        Ok(self.s().leases.values().map(|(l, _)| l.clone()).collect())
+    }
+}
+
+#[async_trait]
+impl AuditStore for MemStore {
+    async fn append_audit(&self, e: NewAuditEntry) -> StoreResult<AuditEntry> {
+        let mut s = self.s();
+        let id = s.id();
+        let rec = AuditEntry {
+            id,
+            at: tm(e.at),
+            actor: e.actor,
+            action: e.action,
+            resource: e.resource,
+            source: e.source,
+            detail: e.detail,
+        };
+        s.audit.insert(id, rec.clone());
+        Ok(rec)
+    }
+
+    async fn list_audit(&self, f: &AuditFilter, req: &PageRequest) -> StoreResult<Page<AuditEntry>> {
+        let before = after(req)?.unwrap_or(i64::MAX);
+        let s = self.s();
+        let it = s.audit.range(..before).rev().map(|(_, e)| e).filter(|e| {
+            f.actor.as_ref().is_none_or(|a| &e.actor == a)
+                && f.action.as_ref().is_none_or(|a| &e.action == a)
+                && f.resource_prefix.as_ref().is_none_or(|p| e.resource.starts_with(p.as_str()))
+                && f.from.is_none_or(|from| e.at >= from)
+                && f.to.is_none_or(|to| e.at < to)
+        });
+        Ok(page(it.cloned(), |e| e.id, req))
+    }
+}
+
+#[async_trait]
+impl Store for MemStore {
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn supports_cluster(&self) -> bool {
+        false
+    }
+}
+
+rota_store::conformance_tests!(MemStore::default());
+
+#[test]
+fn cases_are_listed() {
+    assert!(rota_store::conformance::CASES.len() > 50);
+    assert!(rota_store::conformance::CASES.contains(&"race_fire"));
+}
