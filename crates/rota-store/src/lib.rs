@@ -288,6 +288,21 @@ pub trait TaskStore: Send + Sync {
     /// paused** (checked atomically, so a pause acknowledged before the fire wins); `NotFound` when the task is
     /// gone. Nothing is written on error.
     async fn fire(&self, req: FireRequest) -> StoreResult<FireOutcome>;
+
+    /// Several independent [`fire`](TaskStore::fire)s in as few round trips as the backend can manage (the
+    /// default backends: one transaction). Each request keeps its own all-or-nothing semantics and its own
+    /// outcome: a `Conflict`, `NotFound` or `Fenced` of one request writes nothing for it and does not affect the
+    /// others. The outer error is for failures that affect the whole batch (e.g. the connection dropped), in which
+    /// case nothing of the batch is written. Outcomes are in request order.
+    ///
+    /// The default implementation calls `fire` for each request (correct, not faster).
+    async fn fire_batch(&self, reqs: Vec<FireRequest>) -> StoreResult<Vec<StoreResult<FireOutcome>>> {
+        let mut out = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            out.push(self.fire(r).await);
+        }
+        Ok(out)
+    }
 }
 
 /// Input of [`TaskStore::fire`].
@@ -668,6 +683,79 @@ pub trait RunStore: Send + Sync {
 
     /// Deletes terminal runs (with attempts and logs) finished before `before`; returns how many runs went.
     async fn prune_runs(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<u64>;
+
+    /// Starts an attempt: atomically applies `transition` (normally `scheduled → dispatching`, setting attempts,
+    /// owner, started_at and `next_attempt_at` = the attempt's deadline) and inserts `attempt`. Errors as
+    /// [`transition_run`](RunStore::transition_run) and [`insert_attempt`](RunStore::insert_attempt); on error
+    /// nothing is written.
+    ///
+    /// The default implementation performs the two calls in sequence (correct for a single scheduler; backends
+    /// that share a store between nodes should override it with one transaction).
+    async fn start_attempt(
+        &self,
+        transition: Transition,
+        attempt: NewAttempt,
+    ) -> StoreResult<(RunRecord, AttemptRecord)> {
+        let run = self.transition_run(transition).await?;
+        let attempt = self.insert_attempt(attempt).await?;
+        Ok((run, attempt))
+    }
+
+    /// Finishes an attempt and, when `transition` is given, moves the run, atomically. `Conflict` if the attempt
+    /// was already finished (nothing is written then), other errors as
+    /// [`transition_run`](RunStore::transition_run).
+    ///
+    /// The default implementation performs the two calls in sequence.
+    async fn complete_attempt(
+        &self,
+        complete: CompleteAttempt,
+        transition: Option<Transition>,
+    ) -> StoreResult<(Option<RunRecord>, AttemptRecord)> {
+        let attempt = self
+            .finish_attempt(complete.attempt_id, complete.state, complete.output, complete.error, complete.now)
+            .await?;
+        let run = match transition {
+            Some(t) => Some(self.transition_run(t).await?),
+            None => None,
+        };
+        Ok((run, attempt))
+    }
+
+    /// Several [`start_attempt`](RunStore::start_attempt)s, each with its own all-or-nothing outcome, in as few
+    /// round trips as the backend can manage. Outcomes are in request order.
+    async fn start_attempts(
+        &self,
+        items: Vec<(Transition, NewAttempt)>,
+    ) -> StoreResult<Vec<StoreResult<(RunRecord, AttemptRecord)>>> {
+        let mut out = Vec::with_capacity(items.len());
+        for (t, a) in items {
+            out.push(self.start_attempt(t, a).await);
+        }
+        Ok(out)
+    }
+
+    /// Several [`complete_attempt`](RunStore::complete_attempt)s, each with its own all-or-nothing outcome, in as
+    /// few round trips as the backend can manage. Outcomes are in request order.
+    async fn complete_attempts(
+        &self,
+        items: Vec<(CompleteAttempt, Option<Transition>)>,
+    ) -> StoreResult<Vec<StoreResult<(Option<RunRecord>, AttemptRecord)>>> {
+        let mut out = Vec::with_capacity(items.len());
+        for (c, t) in items {
+            out.push(self.complete_attempt(c, t).await);
+        }
+        Ok(out)
+    }
+}
+
+/// Input of [`RunStore::complete_attempt`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompleteAttempt {
+    pub attempt_id: i64,
+    pub state: AttemptState,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub now: DateTime<Utc>,
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -74,6 +74,91 @@ impl State {
         self.runs.insert(id, rec.clone());
         InsertRun::Inserted(rec)
     }
+    /// The checks of `transition_run`, in the documented order: NotFound, Fenced, Conflict, InvalidTransition.
+    fn check_transition(&self, t: &Transition) -> StoreResult<()> {
+        let Some(r) = self.runs.get(&t.run_id) else { return Err(StoreError::not_found("run", t.run_id)) };
+        self.check_fence(t.fence)?;
+        if !t.from.contains(&r.state) {
+            return Err(StoreError::conflict("run", t.run_id, "state changed"));
+        }
+        if !r.state.can_transition_to(t.to) {
+            return Err(StoreError::InvalidTransition { run_id: t.run_id, from: r.state, to: t.to });
+        }
+        Ok(())
+    }
+
+    /// Applies a checked transition.
+    fn apply_transition(&mut self, t: Transition) -> RunRecord {
+        let r = self.runs.get_mut(&t.run_id).expect("checked");
+        let p = t.patch;
+        r.state = t.to;
+        if let Some(v) = p.next_attempt_at {
+            r.next_attempt_at = v.map(tm);
+        }
+        if let Some(v) = p.attempts {
+            r.attempts = v;
+        }
+        if let Some(v) = p.output {
+            r.output = Some(v);
+        }
+        if let Some(v) = p.error {
+            r.error = Some(v);
+        }
+        if let Some(v) = p.reason {
+            r.reason = Some(v);
+        }
+        if let Some(v) = p.owner {
+            r.owner = v;
+        }
+        if let Some(v) = p.started_at {
+            r.started_at = Some(tm(v));
+        }
+        if let Some(v) = p.finished_at {
+            r.finished_at = Some(tm(v));
+        }
+        r.updated_at = tm(t.now);
+        r.clone()
+    }
+
+    fn attempt_exists(&self, a: &NewAttempt) -> bool {
+        self.attempts.values().any(|x| x.run_id == a.run_id && x.attempt == a.attempt && x.node == a.node)
+    }
+
+    fn insert_attempt(&mut self, a: NewAttempt) -> AttemptRecord {
+        let id = self.id();
+        let rec = AttemptRecord {
+            id,
+            run_id: a.run_id,
+            attempt: a.attempt,
+            node: a.node,
+            state: AttemptState::Running,
+            started_at: tm(a.started_at),
+            deadline: a.deadline.map(tm),
+            finished_at: None,
+            output: None,
+            error: None,
+        };
+        self.attempts.insert(id, rec.clone());
+        rec
+    }
+
+    /// The checks of `finish_attempt`: NotFound, Conflict when already finished.
+    fn check_finish(&self, attempt_id: i64) -> StoreResult<()> {
+        match self.attempts.get(&attempt_id) {
+            None => Err(StoreError::not_found("attempt", attempt_id)),
+            Some(a) if a.state != AttemptState::Running => Err(StoreError::conflict("attempt", attempt_id, "finished")),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn apply_finish(&mut self, c: CompleteAttempt) -> AttemptRecord {
+        let a = self.attempts.get_mut(&c.attempt_id).expect("checked");
+        a.state = c.state;
+        a.output = c.output;
+        a.error = c.error;
+        a.finished_at = Some(tm(c.now));
+        a.clone()
+    }
 }
 
 fn tm(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -237,6 +322,9 @@ impl TaskStore for MemStore {
         let mut s = self.s();
         s.check_fence(req.fence)?;
         let Some(t) = s.tasks.get(&req.task_id) else { return Err(StoreError::not_found("task", req.task_id)) };
+        if t.paused {
+            return Err(StoreError::conflict("task", req.task_id, "paused"));
+        }
         if t.next_fire_at != req.expected_next_fire_at.map(tm) {
             return Err(StoreError::conflict("task", req.task_id, "next_fire_at moved"));
         }
@@ -266,42 +354,8 @@ impl RunStore for MemStore {
 
     async fn transition_run(&self, t: Transition) -> StoreResult<RunRecord> {
         let mut s = self.s();
-        s.check_fence(t.fence)?;
-        let Some(r) = s.runs.get_mut(&t.run_id) else { return Err(StoreError::not_found("run", t.run_id)) };
-        if !t.from.contains(&r.state) {
-            return Err(StoreError::conflict("run", t.run_id, "state changed"));
-        }
-        if !r.state.can_transition_to(t.to) {
-            return Err(StoreError::InvalidTransition { run_id: t.run_id, from: r.state, to: t.to });
-        }
-        let p = t.patch;
-        r.state = t.to;
-        if let Some(v) = p.next_attempt_at {
-            r.next_attempt_at = v.map(tm);
-        }
-        if let Some(v) = p.attempts {
-            r.attempts = v;
-        }
-        if let Some(v) = p.output {
-            r.output = Some(v);
-        }
-        if let Some(v) = p.error {
-            r.error = Some(v);
-        }
-        if let Some(v) = p.reason {
-            r.reason = Some(v);
-        }
-        if let Some(v) = p.owner {
-            r.owner = v;
-        }
-        if let Some(v) = p.started_at {
-            r.started_at = Some(tm(v));
-        }
-        if let Some(v) = p.finished_at {
-            r.finished_at = Some(tm(v));
-        }
-        r.updated_at = tm(t.now);
-        Ok(r.clone())
+        s.check_transition(&t)?;
+        Ok(s.apply_transition(t))
     }
 
     async fn list_runs(&self, f: &RunFilter, req: &PageRequest) -> StoreResult<Page<RunRecord>> {
@@ -347,24 +401,10 @@ impl RunStore for MemStore {
 
     async fn insert_attempt(&self, a: NewAttempt) -> StoreResult<AttemptRecord> {
         let mut s = self.s();
-        if s.attempts.values().any(|x| x.run_id == a.run_id && x.attempt == a.attempt && x.node == a.node) {
+        if s.attempt_exists(&a) {
             return Err(StoreError::conflict("attempt", a.run_id, "duplicate"));
         }
-        let id = s.id();
-        let rec = AttemptRecord {
-            id,
-            run_id: a.run_id,
-            attempt: a.attempt,
-            node: a.node,
-            state: AttemptState::Running,
-            started_at: tm(a.started_at),
-            deadline: a.deadline.map(tm),
-            finished_at: None,
-            output: None,
-            error: None,
-        };
-        s.attempts.insert(id, rec.clone());
-        Ok(rec)
+        Ok(s.insert_attempt(a))
     }
 
     async fn finish_attempt(
@@ -376,15 +416,33 @@ impl RunStore for MemStore {
         now: DateTime<Utc>,
     ) -> StoreResult<AttemptRecord> {
         let mut s = self.s();
-        let Some(a) = s.attempts.get_mut(&attempt_id) else { return Err(StoreError::not_found("attempt", attempt_id)) };
-        if a.state != AttemptState::Running {
-            return Err(StoreError::conflict("attempt", attempt_id, "finished"));
+        s.check_finish(attempt_id)?;
+        Ok(s.apply_finish(CompleteAttempt { attempt_id, state, output, error, now }))
+    }
+
+    // The fused calls must be atomic (the trait's default implementations are two separate calls); the batch
+    // versions keep their defaults (one fused call per item).
+    async fn start_attempt(&self, t: Transition, a: NewAttempt) -> StoreResult<(RunRecord, AttemptRecord)> {
+        let mut s = self.s();
+        s.check_transition(&t)?;
+        if s.attempt_exists(&a) {
+            return Err(StoreError::conflict("attempt", a.run_id, "duplicate"));
         }
-        a.state = state;
-        a.output = output;
-        a.error = error;
-        a.finished_at = Some(tm(now));
-        Ok(a.clone())
+        Ok((s.apply_transition(t), s.insert_attempt(a)))
+    }
+
+    async fn complete_attempt(
+        &self,
+        c: CompleteAttempt,
+        t: Option<Transition>,
+    ) -> StoreResult<(Option<RunRecord>, AttemptRecord)> {
+        let mut s = self.s();
+        s.check_finish(c.attempt_id)?;
+        if let Some(t) = &t {
+            s.check_transition(t)?;
+        }
+        let attempt = s.apply_finish(c);
+        Ok((t.map(|t| s.apply_transition(t)), attempt))
     }
 
     async fn list_attempts(&self, run_id: i64) -> StoreResult<Vec<AttemptRecord>> {

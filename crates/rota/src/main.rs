@@ -1,1 +1,206 @@
-fn main() {}
+//! `rota`: the Rota server (`rota server`) and the command-line client of its management API.
+//!
+//! The CLI commands talk to a running server only through the public API (via `rota-sdk`); `rota validate` is
+//! the one offline command.
+
+mod cli;
+mod config;
+mod demo;
+mod output;
+mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::Format;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rota",
+    version,
+    about = "Rota: a distributed task scheduler — the server and its command-line client",
+    long_about = "Rota: a distributed task scheduler.\n\n\
+        `rota server` runs a scheduler node (embedded SQLite by default, PostgreSQL or MySQL with --database-url).\n\
+        Every other command is a client of a server's management API (--server, env ROTA_SERVER), except\n\
+        `rota validate`, which checks task documents offline.",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Base URL of the Rota server the CLI commands talk to.
+    #[arg(long, global = true, env = "ROTA_SERVER", default_value = "http://127.0.0.1:7070", value_name = "URL")]
+    pub server: String,
+    /// Output format of the CLI commands.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a scheduler node: store, scheduler, executors and the management API.
+    Server(Box<config::ServerArgs>),
+    /// Create or replace tasks from YAML (multi-document) or JSON files, or every such file in a directory.
+    Apply(ApplyArgs),
+    /// List tasks, or show one.
+    #[command(subcommand)]
+    Get(GetCommand),
+    /// Delete a task (its runs stay as history).
+    #[command(subcommand)]
+    Delete(DeleteCommand),
+    /// Fire a task now.
+    Trigger(TriggerArgs),
+    /// List the runs of a task (or of every task), newest first.
+    Runs(RunsArgs),
+    /// Show one run with its attempts.
+    Run(RunArgs),
+    /// Print the log lines of a run.
+    Logs(LogsArgs),
+    /// Pause a task: it stops firing until resumed.
+    Pause(TaskKeyArg),
+    /// Resume a paused task (the paused time is not replayed).
+    Resume(TaskKeyArg),
+    /// Cancel a run that has not finished.
+    Cancel(CancelArgs),
+    /// Check task documents offline (parse and validate); prints every problem with its field path.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A task file (.yaml, .yml, .json), a directory of them, or `-` for standard input. Repeatable.
+    #[arg(short = 'f', long = "filename", value_name = "FILE|DIR", required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GetCommand {
+    /// List tasks.
+    Tasks(GetTasksArgs),
+    /// Show one task and its document.
+    Task(TaskKeyArg),
+}
+
+#[derive(Debug, Args)]
+pub struct GetTasksArgs {
+    /// Only tasks of this namespace.
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Only tasks with this label (`key=value`; repeatable or comma-separated; all must match).
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Only paused (`true`) or running (`false`) tasks.
+    #[arg(long)]
+    pub paused: Option<bool>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeleteCommand {
+    /// Delete a task.
+    Task(TaskKeyArg),
+}
+
+#[derive(Debug, Args)]
+pub struct TaskKeyArg {
+    /// The task: `NAMESPACE/NAME` (a bare `NAME` means namespace `default`).
+    #[arg(value_name = "NS/NAME")]
+    pub task: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TriggerArgs {
+    /// The task: `NAMESPACE/NAME`.
+    #[arg(value_name = "NS/NAME")]
+    pub task: String,
+    /// A parameter for this run, merged over the task's params (`key=value`; the value is parsed as JSON when it
+    /// is valid JSON, else taken as a string). Repeatable.
+    #[arg(short = 'p', long = "param", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// The task: `NAMESPACE/NAME`; omitted: runs of every task.
+    #[arg(value_name = "NS/NAME")]
+    pub task: Option<String>,
+    /// Only runs of tasks in this namespace.
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Only runs in this state (scheduled, dispatching, running, succeeded, failed, timed_out, skipped,
+    /// cancelled; repeatable or comma-separated).
+    #[arg(long = "state", value_name = "STATE")]
+    pub states: Vec<String>,
+    /// At most this many runs (1..=1000).
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The run id.
+    #[arg(value_name = "RUN_ID")]
+    pub id: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The run id.
+    #[arg(value_name = "RUN_ID")]
+    pub id: i64,
+    /// Keep printing new lines until the run has finished.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only lines after this sequence number.
+    #[arg(long, default_value_t = 0)]
+    pub after: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The run id.
+    #[arg(value_name = "RUN_ID")]
+    pub id: i64,
+    /// Recorded as the run's reason.
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// A task file (.yaml, .yml, .json), a directory of them, or `-` for standard input. Repeatable.
+    #[arg(short = 'f', long = "filename", value_name = "FILE|DIR", required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server(args) => server::main(*args),
+        Command::Validate(args) => cli::validate(&args, cli.output),
+        command => cli::run(&cli.server, cli.output, command),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_go_anywhere() {
+        let cli = Cli::try_parse_from(["rota", "get", "tasks", "-o", "json", "--server", "http://h:1"]).unwrap();
+        assert_eq!((cli.output, cli.server.as_str()), (Format::Json, "http://h:1"));
+        let cli = Cli::try_parse_from(["rota", "-o", "yaml", "trigger", "a/b", "--param", "x=1", "-p", "y=z"]).unwrap();
+        match cli.command {
+            Command::Trigger(t) => assert_eq!(t.params, ["x=1", "y=z"]),
+            other => panic!("{other:?}"),
+        }
+    }
+}

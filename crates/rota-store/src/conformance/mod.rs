@@ -53,6 +53,7 @@
 
 mod attempts;
 mod audit;
+mod batch;
 mod concurrency;
 mod fencing;
 mod fire;
@@ -66,6 +67,7 @@ mod tasks;
 
 pub use attempts::*;
 pub use audit::*;
+pub use batch::*;
 pub use concurrency::*;
 pub use fencing::*;
 pub use fire::*;
@@ -212,6 +214,16 @@ macro_rules! __rota_conformance_cases {
             race_renew_and_takeover
             race_delete_and_fire
             race_fenced_writes_during_takeover
+            // hot path: fused and batched calls
+            fire_paused_conflict
+            fire_batch_mixed_outcomes
+            fire_batch_same_task_in_order
+            race_fire_batch
+            run_transition_error_order
+            start_attempt_atomic
+            start_attempts_mixed_outcomes
+            complete_attempt_atomic
+            complete_attempts_mixed_outcomes
         }
     };
 }

@@ -1,0 +1,172 @@
+//! The OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]` annotations and the view types, with
+//! the task specification's JSON Schema embedded as the `TaskDocument` schema (its definitions hoisted to
+//! `components.schemas` as `TaskDocument.<Name>`).
+//!
+//! The committed snapshot `crates/rota-api/openapi.json` is compared with [`document`] by `tests/openapi.rs`;
+//! `ROTA_BLESS=1` rewrites it.
+
+use std::sync::OnceLock;
+
+use serde_json::{Map, Value};
+use utoipa::OpenApi;
+
+use crate::error::{ErrorBody, ErrorCode, ErrorDetail, ErrorInfo};
+use crate::views::*;
+use crate::{health, runs, tasks};
+
+/// Prefix of the hoisted task-spec schema definitions.
+const SPEC_PREFIX: &str = "TaskDocument.";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Rota management API",
+        version = "1",
+        description = "Manage tasks and runs of the Rota scheduler. Every error has the body \
+            `{\"error\": {\"code\", \"message\", \"details\": [{\"path\", \"message\"}]}}` with a stable `code`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    paths(
+        tasks::put_task,
+        tasks::list_tasks,
+        tasks::get_task,
+        tasks::delete_task,
+        tasks::pause_task,
+        tasks::resume_task,
+        tasks::trigger_task,
+        tasks::list_task_versions,
+        runs::list_runs,
+        runs::get_run,
+        runs::read_logs,
+        runs::cancel_run,
+        runs::report_run,
+        runs::append_logs,
+        health::healthz,
+        health::readyz,
+        health::openapi,
+    ),
+    components(schemas(
+        ErrorBody, ErrorInfo, ErrorDetail, ErrorCode,
+        TaskDocument, TaskView, TaskList, TaskVersionView, TaskVersionList,
+        RunView, RunList, RunDetail, RunStateView, TriggerView, AttemptView, AttemptStateView,
+        LogLineView, LogPage, TriggerRequest, CancelRequest, AppendLogsResponse,
+        RunReportDoc, LogAppendDoc, ResultStatusDoc, HealthView,
+    )),
+    tags(
+        (name = "tasks", description = "Task documents and their lifecycle"),
+        (name = "runs", description = "Run history, logs and cancellation"),
+        (name = "executor", description = "Called by executor nodes: asynchronous results and logs"),
+        (name = "health", description = "Probes and this document"),
+    )
+)]
+struct ApiDoc;
+
+/// The OpenAPI document (computed once).
+pub fn document() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(build)
+}
+
+/// The OpenAPI document as pretty JSON with a trailing newline (the snapshot's format).
+pub fn document_pretty() -> String {
+    let mut s = serde_json::to_string_pretty(document()).expect("JSON values serialize");
+    s.push('\n');
+    s
+}
+
+fn build() -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes");
+    embed_task_schema(&mut doc, rota_spec::json_schema());
+    doc
+}
+
+/// Replaces `components.schemas.TaskDocument` with the task spec's JSON Schema, hoisting its `$defs`.
+fn embed_task_schema(doc: &mut Value, mut spec: Value) {
+    let defs = spec
+        .as_object_mut()
+        .and_then(|o| {
+            o.remove("$schema");
+            o.remove("$defs").or_else(|| o.remove("definitions"))
+        })
+        .and_then(|d| match d {
+            Value::Object(m) => Some(m),
+            _ => None,
+        })
+        .unwrap_or_default();
+    rewrite_refs(&mut spec);
+    let schemas = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+        .expect("the document has component schemas");
+    schemas.insert("TaskDocument".into(), spec);
+    for (name, mut schema) in defs {
+        rewrite_refs(&mut schema);
+        schemas.insert(format!("{SPEC_PREFIX}{name}"), schema);
+    }
+    sort_keys(schemas);
+}
+
+fn rewrite_refs(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m.iter_mut() {
+                if k == "$ref"
+                    && let Value::String(r) = child
+                {
+                    for from in ["#/$defs/", "#/definitions/"] {
+                        if let Some(name) = r.strip_prefix(from) {
+                            *r = format!("#/components/schemas/{SPEC_PREFIX}{name}");
+                        }
+                    }
+                    if r == "#" {
+                        *r = "#/components/schemas/TaskDocument".into();
+                    }
+                } else {
+                    rewrite_refs(child);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(rewrite_refs),
+        _ => {}
+    }
+}
+
+fn sort_keys(m: &mut Map<String, Value>) {
+    let mut entries: Vec<_> = std::mem::take(m).into_iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    m.extend(entries);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect_refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, c) in m {
+                    match (k.as_str(), c) {
+                        ("$ref", Value::String(r)) => out.push(r.clone()),
+                        _ => collect_refs(c, out),
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|c| collect_refs(c, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        let doc = document();
+        assert_eq!(doc["openapi"].as_str().map(|s| &s[..3]), Some("3.1"));
+        let mut refs = Vec::new();
+        collect_refs(doc, &mut refs);
+        assert!(!refs.is_empty());
+        for r in refs {
+            let pointer = r.strip_prefix('#').unwrap_or_else(|| panic!("external reference {r}"));
+            assert!(doc.pointer(pointer).is_some(), "dangling reference {r}");
+        }
+        assert!(doc.pointer("/components/schemas/TaskDocument/properties/spec").is_some());
+    }
+}

@@ -1,0 +1,122 @@
+//! Rota's scheduling core.
+//!
+//! The core owns *when* and *where* work runs: it scans the due index of the shards it holds, keeps what is due
+//! within a short look-ahead window in an in-memory timer, fires each task exactly once per scheduled instant
+//! (inserting the run and advancing the task's next fire time in one store transaction), dispatches attempts
+//! through an [`Executor`], retries with backoff, enforces timeouts, misfire and concurrency policies, and
+//! publishes every lifecycle change on one [`EventBus`].
+//!
+//! It depends on traits only: [`rota_store::Store`] for persistence and [`Executor`] for transports.
+//!
+//! # The loops of a [`Scheduler`]
+//!
+//! [`Scheduler::start`] acquires shard leases, then runs three loops until [`Scheduler::shutdown`]:
+//!
+//! * **Leases** (every `lease_ttl / 3`): renews the leases it holds, acquires the shards it should hold (a single
+//!   node: all `shard_count` of them) and drops a shard whose renewal is `Fenced` (someone else took it), together
+//!   with the shard's timer entries. When a shard is acquired, runs this node left `dispatching` in it (a crash or
+//!   restart mid-dispatch) are resolved: a failed attempt "scheduler restarted during dispatch", then retried or
+//!   failed by the task's retry policy. Nothing is silently dropped.
+//! * **Scan** (every `scan_interval`, per held shard):
+//!   * `due_tasks(shard, now + lookahead)` into the timer (one entry per task, keyed by id);
+//!   * `pending_runs(shard, now + lookahead)` (the durable queue of retries and not-yet-dispatched runs) into the
+//!     timer at their `next_attempt_at`, skipping runs already in flight on this node;
+//!   * the **timeout sweeper**: `running` runs past their deadline get a `timed_out` attempt and are retried or
+//!     finished `timed_out`. For a `dispatching` or `running` run, `next_attempt_at` holds the current attempt's
+//!     deadline, so the sweeper needs no join with attempts.
+//! * **Timer**: sleeps until the earliest entry (woken early when an earlier one arrives) and fires tasks or
+//!   dispatches runs as their instants come. The timer is a cache of the store: it holds what is due within the
+//!   window, so memory follows what is due soon, not how many tasks exist, and losing it loses nothing.
+//!
+//! [`Scheduler::apply`], [`Scheduler::pause`], [`Scheduler::resume`] and [`Scheduler::delete_task`] update the
+//! timer immediately, so changes take effect without a restart.
+//!
+//! # Guarantees
+//!
+//! * **Exactly once per (task, instant).** A firing is one `store.fire` call that checks the shard's fencing epoch,
+//!   compare-and-sets the task's `next_fire_at` against the instant the timer held, and inserts the run(s), unique
+//!   per (task, scheduled instant). A `Conflict` means someone else advanced the task (the core re-reads it); a
+//!   `Fenced` means the shard was lost (the core drops it).
+//! * **Fencing.** Writes that fire or start a dispatch (`scheduled → dispatching`) carry the shard's fence; a
+//!   paused or partitioned node cannot fire or dispatch work it lost. Outcomes (results, reports, retries,
+//!   cancellations) are recorded unfenced: they describe what happened, whoever observed it.
+//! * **Misfires.** A fire processed more than `misfire_threshold` after its instant follows the task's policy:
+//!   `skip` records one `skipped` run for the latest missed instant ("misfire: skipped N fires"), `run_once` runs
+//!   the latest missed instant once, `run_all` runs the missed instants oldest first (the most recent
+//!   `catchUpLimit` of them); `next_fire_at` then moves past now. A `Misfired` event is always published.
+//! * **Concurrency policies** are applied when a run is created: `forbid` stores the new run `skipped` while
+//!   another run of the task is not terminal, `replace` cancels the active runs and starts the new one.
+//! * **Durable retries.** A failed or timed-out attempt with attempts left puts the run back to `scheduled` with
+//!   `next_attempt_at = now + backoff`; the pending scan finds it after any restart.
+//! * **One outcome per attempt.** The attempt row is finished before the run moves, and the store refuses a second
+//!   finish, so of a synchronous answer, an asynchronous report, the timeout sweeper and a cancellation exactly one
+//!   settles an attempt; a report must name the run's current attempt.
+//! * **No transaction across a network call.** Every state change is a single store call; the executor is called
+//!   between them.
+//! * **Graceful shutdown.** No new fires or dispatches start; in-flight dispatches get `shutdown_grace` to finish,
+//!   after which they are aborted and recorded as failed attempts (retried by policy); leases are released.
+//!
+//! # Limits of this version
+//!
+//! * Retries and timeouts use the retry policy and timeout of the task's *current* spec version (a run records the
+//!   version it was created from, but a spec replaced meanwhile governs its remaining attempts).
+//! * Node choice: `candidates.static` round robin per task; `candidates.service` fails the attempt ("service
+//!   discovery is not available yet"); broadcast/sharded dispatch modes send one unicast attempt.
+//! * Runs left `dispatching` by *another* node are not taken over yet (cluster failover is a later issue).
+//! * Dropping a [`Scheduler`] does not stop its loops: call [`Scheduler::shutdown`].
+//!
+//! Every lifecycle change is published as an [`Event`] and logged with `tracing` under the target
+//! `rota::events` (outcomes at `info`/`warn`).
+
+mod dispatch;
+pub mod events;
+pub mod executor;
+mod fire;
+mod leases;
+mod plan;
+mod scheduler;
+mod shard;
+mod tasks;
+mod timer;
+
+pub use events::{Event, EventBus, EventKind};
+pub use executor::{Dispatch, DispatchOutcome, Executor, NodeEndpoint, RunLogSink, StoreLogSink};
+pub use scheduler::{Scheduler, SchedulerConfig};
+
+use rota_store::StoreError;
+
+/// Errors of the core's operations (mapped to HTTP status codes only by the API layer).
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The task specification is invalid; every problem names its field.
+    #[error("invalid task specification: {0}")]
+    InvalidSpec(#[from] rota_spec::ValidationErrors),
+    /// An argument other than a spec is invalid (names the field).
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument { field: String, reason: String },
+    #[error("{entity} not found: {key}")]
+    NotFound { entity: &'static str, key: String },
+    /// The request conflicts with the current state (e.g. reporting a finished run, version mismatch).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The scheduler is shutting down and takes no new work.
+    #[error("the scheduler is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for CoreError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { entity, key } => CoreError::NotFound { entity, key },
+            StoreError::Conflict { entity, key, reason } => CoreError::Conflict(format!("{entity} {key}: {reason}")),
+            StoreError::InvalidTransition { run_id, from, to } => {
+                CoreError::Conflict(format!("run {run_id} is {from}; it cannot become {to}"))
+            }
+            other => CoreError::Store(other),
+        }
+    }
+}
+
+pub type CoreResult<T> = Result<T, CoreError>;

@@ -1,0 +1,728 @@
+//! The scheduler: public facade, lifecycle and background loops (leases, scanning, timer).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use rota_proto::{LogAppend, RunReport};
+use rota_spec::Task;
+use rota_store::{
+    NewRun, Precondition, RunRecord, RunState, Store, StoreError, TaskRecord, TaskWrite, TriggerKind, truncate_millis,
+};
+use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::events::{Event, EventKind};
+use crate::leases::{Leases, desired_shards};
+use crate::plan::next_fire;
+use crate::tasks::{LoadedTask, SpecCache};
+use crate::timer::{Due, Timer, TimerKey};
+use crate::{CoreError, CoreResult, EventBus, Executor};
+
+/// Tuning of one scheduler node. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// This node's id (unique in the cluster; used as lease owner and run owner).
+    pub node_id: String,
+    /// Number of shards tasks hash into. Fixed for the lifetime of a store.
+    pub shard_count: u32,
+    /// How far ahead due tasks are loaded into the in-memory timer.
+    pub lookahead: Duration,
+    /// How often the due index and the pending-run queue are scanned.
+    pub scan_interval: Duration,
+    /// Shard lease time-to-live; leases are renewed every `lease_ttl / 3`.
+    pub lease_ttl: Duration,
+    /// Attempt timeout for tasks whose spec sets none.
+    pub default_timeout: Duration,
+    /// Maximum dispatches in flight on this node.
+    pub max_in_flight: usize,
+    /// Base URL under which this node's API is reachable (for `report_url` in envelopes).
+    pub public_url: Option<String>,
+    /// How long `shutdown` waits for in-flight dispatches.
+    pub shutdown_grace: Duration,
+    /// A fire processed more than this after its instant is a *misfire* (the node was down, the task paused, the
+    /// node overloaded): the task's misfire policy decides what runs. Default 5 s.
+    pub misfire_threshold: Duration,
+    /// Page size of each per-shard scan (due tasks, pending runs, in-flight runs). Default 1000.
+    pub scan_limit: u32,
+    /// Maximum task firings processed concurrently (each is a few store calls). Default 64.
+    pub max_concurrent_fires: usize,
+    /// Parsed task specs kept in memory. Default 10 000.
+    pub spec_cache_capacity: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            node_id: "rota-1".into(),
+            shard_count: 256,
+            lookahead: Duration::from_secs(5),
+            scan_interval: Duration::from_secs(1),
+            lease_ttl: Duration::from_secs(10),
+            default_timeout: Duration::from_secs(3600),
+            max_in_flight: 10_000,
+            public_url: None,
+            shutdown_grace: Duration::from_secs(30),
+            misfire_threshold: Duration::from_secs(5),
+            scan_limit: 1000,
+            max_concurrent_fires: 64,
+            spec_cache_capacity: 10_000,
+        }
+    }
+}
+
+/// A scheduler node. Cheap to clone (shared state behind an `Arc`).
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    New,
+    Running,
+    Stopped,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) executor: Arc<dyn Executor>,
+    pub(crate) config: SchedulerConfig,
+    pub(crate) events: EventBus,
+    pub(crate) timer: Timer,
+    pub(crate) leases: Leases,
+    pub(crate) specs: SpecCache,
+    /// Runs whose dispatch is in progress on this node, with the token that aborts it (cancel, replace).
+    pub(crate) in_flight: Mutex<HashMap<i64, CancellationToken>>,
+    /// Tasks whose firing is in progress on this node.
+    pub(crate) firing: Mutex<HashSet<i64>>,
+    pub(crate) dispatch_slots: Arc<Semaphore>,
+    pub(crate) fire_slots: Arc<Semaphore>,
+    /// Stops the loops and the timer; no new fire or dispatch starts after it.
+    pub(crate) stop: CancellationToken,
+    /// Aborts in-flight dispatches (when the shutdown grace is over).
+    pub(crate) abort: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+    lifecycle: Mutex<Lifecycle>,
+}
+
+/// Locks a std mutex, ignoring poisoning (every critical section leaves its data consistent).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The current instant at the store's precision (milliseconds).
+pub(crate) fn now() -> DateTime<Utc> {
+    truncate_millis(Utc::now())
+}
+
+pub(crate) fn add(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    t.checked_add_signed(TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+impl Scheduler {
+    pub fn new(store: Arc<dyn Store>, executor: Arc<dyn Executor>, config: SchedulerConfig) -> Self {
+        let inner = Inner {
+            dispatch_slots: Arc::new(Semaphore::new(config.max_in_flight.clamp(1, Semaphore::MAX_PERMITS))),
+            fire_slots: Arc::new(Semaphore::new(config.max_concurrent_fires.clamp(1, Semaphore::MAX_PERMITS))),
+            specs: SpecCache::new(config.spec_cache_capacity),
+            store,
+            executor,
+            config,
+            events: EventBus::default(),
+            timer: Timer::default(),
+            leases: Leases::default(),
+            in_flight: Mutex::new(HashMap::new()),
+            firing: Mutex::new(HashSet::new()),
+            stop: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            lifecycle: Mutex::new(Lifecycle::New),
+        };
+        Scheduler { inner: Arc::new(inner) }
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.inner.events
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.inner.config
+    }
+
+    /// The shard a task hashes into (stable across nodes and versions): FNV-1a 64 of `namespace/name`, modulo
+    /// `shard_count`.
+    pub fn shard_of(&self, namespace: &str, name: &str) -> u32 {
+        crate::shard::shard_of(namespace, name, self.inner.config.shard_count)
+    }
+
+    /// The shards this node currently holds a lease on, ascending.
+    pub fn held_shards(&self) -> Vec<u32> {
+        self.inner.leases.shards()
+    }
+
+    /// Number of entries in the in-memory timer (tasks and runs due within the look-ahead window).
+    pub fn timer_len(&self) -> usize {
+        self.inner.timer.len()
+    }
+
+    /// Number of dispatches in progress on this node.
+    pub fn in_flight(&self) -> usize {
+        lock(&self.inner.in_flight).len()
+    }
+
+    /// Starts the background loops (leases, due scanning, timer, pending-run queue, timeouts).
+    ///
+    /// Acquires the shard leases first and resolves runs this node left `dispatching` (see the crate docs), so
+    /// when it returns the node holds its shards. Calling it again while running is a no-op; after
+    /// [`shutdown`](Self::shutdown) it fails with [`CoreError::ShuttingDown`].
+    pub async fn start(&self) -> CoreResult<()> {
+        {
+            let mut lc = lock(&self.inner.lifecycle);
+            match *lc {
+                Lifecycle::Running => return Ok(()),
+                Lifecycle::Stopped => return Err(CoreError::ShuttingDown),
+                Lifecycle::New => *lc = Lifecycle::Running,
+            }
+        }
+        if let Err(e) = self.inner.store.ping().await {
+            *lock(&self.inner.lifecycle) = Lifecycle::New;
+            return Err(CoreError::Store(e));
+        }
+        let inner = &self.inner;
+        inner.maintain_leases().await;
+        let i = inner.clone();
+        inner.tracker.spawn(async move { i.lease_loop().await });
+        let i = inner.clone();
+        inner.tracker.spawn(async move { i.scan_loop().await });
+        let i = inner.clone();
+        inner.tracker.spawn(async move { i.timer_loop().await });
+        tracing::info!(
+            node = %inner.config.node_id,
+            backend = inner.store.backend_name(),
+            shards_held = inner.leases.shards().len(),
+            shard_count = inner.config.shard_count,
+            "scheduler started"
+        );
+        Ok(())
+    }
+
+    /// Stops firing, waits for in-flight dispatches up to `shutdown_grace`, releases leases.
+    ///
+    /// Dispatches still running when the grace is over are aborted and recorded as a failed attempt ("scheduler
+    /// shut down before the attempt finished"), then retried or failed by the run's retry policy, so no run is left
+    /// half-way. Idempotent.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        let was = std::mem::replace(&mut *lock(&inner.lifecycle), Lifecycle::Stopped);
+        inner.stop.cancel();
+        inner.tracker.close();
+        if was == Lifecycle::New {
+            return;
+        }
+        if tokio::time::timeout(inner.config.shutdown_grace, inner.tracker.wait()).await.is_err() {
+            tracing::warn!(
+                in_flight = lock(&inner.in_flight).len(),
+                grace = ?inner.config.shutdown_grace,
+                "shutdown grace is over; aborting the remaining dispatches"
+            );
+            inner.abort.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(10), inner.tracker.wait()).await;
+        }
+        for lease in inner.leases.take_all() {
+            inner.timer.remove_shard(lease.shard);
+            if let Err(e) = inner.store.release_lease(&lease).await {
+                tracing::debug!(shard = lease.shard, error = %e, "could not release lease");
+            }
+        }
+        if was == Lifecycle::Running {
+            tracing::info!(node = %inner.config.node_id, "scheduler stopped");
+        }
+    }
+
+    /// Validates and stores a task (create or replace); the change takes effect without restart.
+    ///
+    /// `next_fire_at` becomes the schedule's first instant after now (`None` for manual and dependency-only
+    /// tasks), so a replaced schedule takes effect at once and never replays the past.
+    pub async fn apply(&self, task: Task, precondition: Precondition) -> CoreResult<TaskRecord> {
+        let inner = &self.inner;
+        task.validate()?;
+        let now = now();
+        let loaded = LoadedTask::new(0, 0, task.clone())
+            .map_err(|reason| CoreError::InvalidArgument { field: "spec.schedule".into(), reason })?;
+        let next_fire_at = loaded.schedule.as_ref().and_then(|s| next_fire(s, now));
+        let spec = serde_json::to_value(&task)
+            .map_err(|e| CoreError::InvalidArgument { field: "spec".into(), reason: e.to_string() })?;
+        let write = TaskWrite {
+            namespace: task.metadata.namespace.clone(),
+            name: task.metadata.name.clone(),
+            labels: task.metadata.labels.clone(),
+            spec,
+            shard: self.shard_of(&task.metadata.namespace, &task.metadata.name),
+            next_fire_at,
+        };
+        let rec = inner.store.put_task(write, precondition, now).await?;
+        if let Ok(t) = LoadedTask::new(rec.id, rec.version, task) {
+            inner.specs.put(Arc::new(t));
+        }
+        inner.refresh_fire_timer(&rec);
+        inner.publish_task(&rec.key(), EventKind::TaskApplied { version: rec.version });
+        Ok(rec)
+    }
+
+    /// Deletes a task (its runs stay as history). Returns whether it existed.
+    pub async fn delete_task(&self, namespace: &str, name: &str) -> CoreResult<bool> {
+        let inner = &self.inner;
+        let existing = inner.store.get_task(namespace, name).await?;
+        let deleted = inner.store.delete_task(namespace, name).await?;
+        if let Some(rec) = existing {
+            inner.timer.remove(TimerKey::Fire(rec.id));
+            inner.specs.remove(rec.id);
+        }
+        if deleted {
+            inner.publish_task(&format!("{namespace}/{name}"), EventKind::TaskDeleted);
+        }
+        Ok(deleted)
+    }
+
+    /// Pauses a task: it stops firing at once. Runs already created continue.
+    pub async fn pause(&self, namespace: &str, name: &str) -> CoreResult<TaskRecord> {
+        let inner = &self.inner;
+        let rec = inner.store.set_paused(namespace, name, true, None, now()).await?;
+        inner.timer.remove(TimerKey::Fire(rec.id));
+        inner.publish_task(&rec.key(), EventKind::TaskPaused);
+        Ok(rec)
+    }
+
+    /// Resumes a task. `next_fire_at` is recomputed from now, so the paused time is not replayed.
+    pub async fn resume(&self, namespace: &str, name: &str) -> CoreResult<TaskRecord> {
+        let inner = &self.inner;
+        let current = inner
+            .store
+            .get_task(namespace, name)
+            .await?
+            .ok_or_else(|| CoreError::NotFound { entity: "task", key: format!("{namespace}/{name}") })?;
+        let loaded = inner.specs.load(&current)?;
+        let now = now();
+        let next = loaded.schedule.as_ref().and_then(|s| next_fire(s, now));
+        let rec = inner.store.set_paused(namespace, name, false, next, now).await?;
+        inner.refresh_fire_timer(&rec);
+        inner.publish_task(&rec.key(), EventKind::TaskResumed);
+        Ok(rec)
+    }
+
+    /// Fires a task now, with `params` merged over the spec's params.
+    ///
+    /// The run's `scheduled_at` is now (milliseconds; a later millisecond if a run exists for this one), its
+    /// trigger `manual`; the task's concurrency policy applies. The run is dispatched at once when this node holds
+    /// the task's shard, else by the shard's holder from the pending queue. Works for paused tasks too.
+    pub async fn trigger(&self, namespace: &str, name: &str, params: Map<String, Value>) -> CoreResult<RunRecord> {
+        let inner = &self.inner;
+        if inner.stop.is_cancelled() {
+            return Err(CoreError::ShuttingDown);
+        }
+        let rec = inner
+            .store
+            .get_task(namespace, name)
+            .await?
+            .ok_or_else(|| CoreError::NotFound { entity: "task", key: format!("{namespace}/{name}") })?;
+        let task = inner.specs.load(&rec)?;
+        let mut merged = task.task.spec.params.clone();
+        merged.extend(params);
+        let policy = task.concurrency();
+        let active = if policy == rota_spec::ConcurrencyPolicy::Allow {
+            Vec::new()
+        } else {
+            inner.store.active_runs_of_task(rec.id).await?
+        };
+        let decision = crate::fire::admit_one(policy, &active);
+        let now = now();
+        let mut fence = inner.leases.fence(rec.shard);
+        let mut at = now;
+        let mut tries = 0;
+        let run = loop {
+            let new = NewRun {
+                task_id: rec.id,
+                namespace: rec.namespace.clone(),
+                name: rec.name.clone(),
+                task_version: rec.version,
+                shard: rec.shard,
+                scheduled_at: at,
+                trigger: TriggerKind::Manual,
+                state: if decision.skip_reason.is_some() { RunState::Skipped } else { RunState::Scheduled },
+                next_attempt_at: None,
+                params: Value::Object(merged.clone()),
+                reason: decision.skip_reason.clone(),
+            };
+            match inner.store.insert_run(new, fence, now).await {
+                Ok(rota_store::InsertRun::Inserted(r)) => break r,
+                Ok(rota_store::InsertRun::Duplicate(_)) if tries < 1000 => {
+                    tries += 1;
+                    at += TimeDelta::milliseconds(1);
+                }
+                Ok(rota_store::InsertRun::Duplicate(r)) => {
+                    return Err(CoreError::Conflict(format!("a run of {} exists at {}", rec.key(), r.scheduled_at)));
+                }
+                Err(StoreError::Fenced { shard, epoch }) => {
+                    // We lost the shard meanwhile: store the run unfenced; the shard's holder dispatches it.
+                    inner.lose_shard(shard, epoch);
+                    fence = None;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        inner.publish_new_run(&run);
+        if run.state == RunState::Scheduled {
+            let reason = format!("concurrency: replace (superseded by run {})", run.id);
+            for old in &decision.cancel {
+                inner.cancel_quietly(old.id, &reason).await;
+            }
+            if fence.is_some() && inner.leases.holds(run.shard) && !inner.stop.is_cancelled() {
+                inner.spawn_dispatch(run.id, Some(run.clone()), Some(task));
+            }
+        }
+        Ok(run)
+    }
+
+    /// Cancels a run that has not finished.
+    ///
+    /// The run becomes `cancelled` (from `scheduled`, `dispatching` or `running`), its running attempt is finished
+    /// as `cancelled`, a dispatch in progress on this node is aborted and the executor's `cancel` is called.
+    /// `Conflict` if the run has already finished.
+    pub async fn cancel_run(&self, run_id: i64, reason: &str) -> CoreResult<RunRecord> {
+        self.inner.cancel(run_id, reason).await
+    }
+
+    /// Records an asynchronous result reported by an executor node.
+    ///
+    /// The run must be `dispatching` or `running` and `report.attempt` must be its current attempt, else
+    /// `Conflict` (a late or duplicate report never overwrites an outcome); `NotFound` for an unknown run. The
+    /// report's log lines are appended first. A failure is retried by the task's retry policy.
+    pub async fn report(&self, run_id: i64, report: RunReport) -> CoreResult<RunRecord> {
+        self.inner.report(run_id, report).await
+    }
+
+    /// Appends executor log lines to a run; returns the last sequence number.
+    pub async fn append_logs(&self, run_id: i64, append: LogAppend) -> CoreResult<i64> {
+        let inner = &self.inner;
+        if inner.store.get_run(run_id).await?.is_none() {
+            return Err(CoreError::NotFound { entity: "run", key: run_id.to_string() });
+        }
+        let stream = append.stream.as_deref().unwrap_or("executor");
+        Ok(inner.store.append_logs(run_id, stream, &append.lines, now()).await?)
+    }
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// Loops
+// -------------------------------------------------------------------------------------------------------------
+
+impl Inner {
+    /// Renews held leases, acquires missing desired ones, releases undesired ones.
+    async fn maintain_leases(self: &Arc<Self>) {
+        let cfg = &self.config;
+        let desired = desired_shards(cfg.shard_count);
+        let desired_set: HashSet<u32> = desired.iter().copied().collect();
+        for shard in desired {
+            if self.stop.is_cancelled() {
+                return;
+            }
+            let now = now();
+            match self.leases.get(shard) {
+                Some(lease) => match self.store.renew_lease(&lease, cfg.lease_ttl, now).await {
+                    Ok(l) => {
+                        self.leases.put(l);
+                    }
+                    Err(StoreError::Fenced { .. }) => self.lose_shard(shard, lease.epoch),
+                    Err(e) => tracing::warn!(shard, error = %e, "could not renew shard lease"),
+                },
+                None => match self.store.acquire_lease(shard, &cfg.node_id, cfg.lease_ttl, now).await {
+                    Ok(Some(l)) => {
+                        if self.leases.put(l) {
+                            self.on_shard_acquired(shard).await;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(shard, error = %e, "could not acquire shard lease"),
+                },
+            }
+        }
+        for shard in self.leases.shards() {
+            if !desired_set.contains(&shard)
+                && let Some(lease) = self.leases.get(shard)
+            {
+                self.lose_shard(shard, lease.epoch);
+                if let Err(e) = self.store.release_lease(&lease).await {
+                    tracing::debug!(shard, error = %e, "could not release shard lease");
+                }
+            }
+        }
+    }
+
+    /// A shard became ours: resolve runs this node left `dispatching` in it (a crash or restart), so none is
+    /// silently dropped. The next scan loads its due tasks and pending runs.
+    async fn on_shard_acquired(self: &Arc<Self>, shard: u32) {
+        tracing::debug!(shard, "shard lease acquired");
+        let runs = match self.store.active_runs(shard, &[RunState::Dispatching], self.config.scan_limit).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(shard, error = %e, "could not list dispatching runs");
+                return;
+            }
+        };
+        for run in runs {
+            if run.owner.as_deref() == Some(self.config.node_id.as_str()) && !self.is_in_flight(run.id) {
+                self.resolve_stuck(run, RunState::Dispatching, "scheduler restarted during dispatch").await;
+            }
+        }
+    }
+
+    /// Forgets a shard whose lease was lost and drops its timer entries.
+    pub(crate) fn lose_shard(&self, shard: u32, epoch: i64) {
+        if self.leases.remove_if_epoch(shard, epoch) {
+            self.timer.remove_shard(shard);
+            tracing::warn!(shard, epoch, node = %self.config.node_id, "lost shard lease; its timers are dropped");
+        }
+    }
+
+    async fn lease_loop(self: Arc<Self>) {
+        let period = (self.config.lease_ttl / 3).max(Duration::from_millis(10));
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tick.tick() => self.maintain_leases().await,
+            }
+        }
+    }
+
+    async fn scan_loop(self: Arc<Self>) {
+        let period = self.config.scan_interval.max(Duration::from_millis(1));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tick.tick() => {
+                    for shard in self.leases.shards() {
+                        if self.stop.is_cancelled() {
+                            return;
+                        }
+                        self.scan_shard(shard).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One scan of one shard: due tasks and pending runs into the timer; in-flight runs past their deadline out.
+    async fn scan_shard(self: &Arc<Self>, shard: u32) {
+        let now = now();
+        let until = add(now, self.config.lookahead);
+        let limit = self.config.scan_limit;
+        match self.store.due_tasks(shard, until, limit).await {
+            Ok(due) => {
+                let firing = lock(&self.firing).clone();
+                for d in due {
+                    if !firing.contains(&d.task_id) && self.leases.holds(shard) {
+                        self.timer.schedule(TimerKey::Fire(d.task_id), d.next_fire_at, shard);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(shard, error = %e, "due scan failed"),
+        }
+        match self.store.pending_runs(shard, until, limit).await {
+            Ok(runs) => {
+                for r in runs {
+                    if !self.is_in_flight(r.id) && self.leases.holds(shard) {
+                        self.timer.schedule(TimerKey::Run(r.id), r.next_attempt_at.unwrap_or(now), shard);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(shard, error = %e, "pending-run scan failed"),
+        }
+        // Timeout sweeper. For a `running` run, `next_attempt_at` holds its attempt deadline.
+        match self.store.active_runs(shard, &[RunState::Running, RunState::Dispatching], limit).await {
+            Ok(runs) => {
+                for r in runs {
+                    if self.is_in_flight(r.id) || r.next_attempt_at.is_none_or(|d| d > now) {
+                        continue;
+                    }
+                    match r.state {
+                        RunState::Running => {
+                            self.resolve_stuck(r, RunState::Running, "").await;
+                        }
+                        // A dispatch of ours whose outcome was never recorded (e.g. the store failed meanwhile).
+                        RunState::Dispatching if r.owner.as_deref() == Some(self.config.node_id.as_str()) => {
+                            self.resolve_stuck(r, RunState::Dispatching, "the dispatch was interrupted").await;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(shard, error = %e, "timeout sweep failed"),
+        }
+    }
+
+    async fn timer_loop(self: Arc<Self>) {
+        loop {
+            if self.stop.is_cancelled() {
+                return;
+            }
+            for due in self.timer.pop_due(Utc::now()) {
+                self.handle_due(due);
+            }
+            let sleep = match self.timer.next_at() {
+                Some(at) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO),
+                None => Duration::from_secs(60),
+            }
+            .min(Duration::from_secs(60));
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = self.timer.changed() => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    fn handle_due(self: &Arc<Self>, due: Due) {
+        if !self.leases.holds(due.shard) {
+            return;
+        }
+        match due.key {
+            TimerKey::Fire(task_id) => {
+                if !lock(&self.firing).insert(task_id) {
+                    return; // a firing of this task is in progress; it reschedules the task when done
+                }
+                let this = self.clone();
+                self.tracker.spawn(async move {
+                    let _guard = FiringGuard { inner: this.clone(), task_id };
+                    let Ok(_permit) = this.fire_slots.clone().acquire_owned().await else { return };
+                    if this.stop.is_cancelled() {
+                        return;
+                    }
+                    this.fire_task(task_id, due.at, due.shard).await;
+                });
+            }
+            TimerKey::Run(run_id) => self.spawn_dispatch(run_id, None, None),
+        }
+    }
+
+    pub(crate) fn is_in_flight(&self, run_id: i64) -> bool {
+        lock(&self.in_flight).contains_key(&run_id)
+    }
+
+    /// Schedules the task's fire in the timer if it falls within the look-ahead window and its shard is ours;
+    /// otherwise removes any stale entry (a later scan loads it when it comes close).
+    pub(crate) fn schedule_fire(&self, task_id: i64, at: DateTime<Utc>, shard: u32) {
+        if self.leases.holds(shard) && at <= add(now(), self.config.lookahead) {
+            self.timer.schedule(TimerKey::Fire(task_id), at, shard);
+        } else {
+            self.timer.remove(TimerKey::Fire(task_id));
+        }
+    }
+
+    pub(crate) fn refresh_fire_timer(&self, rec: &TaskRecord) {
+        match rec.next_fire_at {
+            Some(at) if !rec.paused => self.schedule_fire(rec.id, at, rec.shard),
+            _ => self.timer.remove(TimerKey::Fire(rec.id)),
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------------------
+    // Events
+    // ---------------------------------------------------------------------------------------------------------
+
+    /// Publishes an event and logs it (target `rota::events`; outcomes at info/warn, progress at debug).
+    pub(crate) fn publish(
+        &self,
+        task: &str,
+        run_id: Option<i64>,
+        scheduled_at: Option<DateTime<Utc>>,
+        kind: EventKind,
+    ) {
+        log_event(task, run_id, scheduled_at, &kind);
+        self.events.publish(Event { at: Utc::now(), task: task.to_string(), run_id, scheduled_at, kind });
+    }
+
+    pub(crate) fn publish_run(&self, run: &RunRecord, kind: EventKind) {
+        self.publish(&format!("{}/{}", run.namespace, run.name), Some(run.id), Some(run.scheduled_at), kind);
+    }
+
+    pub(crate) fn publish_task(&self, key: &str, kind: EventKind) {
+        self.publish(key, None, None, kind);
+    }
+
+    /// `scheduled` for a new run, or `skipped` (with its reason) for a run created skipped.
+    pub(crate) fn publish_new_run(&self, run: &RunRecord) {
+        if run.state == RunState::Skipped {
+            let reason = run.reason.clone().unwrap_or_default();
+            self.publish_run(run, EventKind::Skipped { reason });
+        } else {
+            self.publish_run(run, EventKind::Scheduled { trigger: run.trigger });
+        }
+    }
+}
+
+struct FiringGuard {
+    inner: Arc<Inner>,
+    task_id: i64,
+}
+
+impl Drop for FiringGuard {
+    fn drop(&mut self) {
+        lock(&self.inner.firing).remove(&self.task_id);
+    }
+}
+
+fn log_event(task: &str, run_id: Option<i64>, scheduled_at: Option<DateTime<Utc>>, kind: &EventKind) {
+    let run_id = run_id.map(|r| r.to_string()).unwrap_or_default();
+    let at = scheduled_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)).unwrap_or_default();
+    const T: &str = "rota::events";
+    match kind {
+        EventKind::Scheduled { trigger } => {
+            tracing::debug!(target: T, task, run_id, scheduled_at = at, trigger = trigger.as_str(), "run scheduled")
+        }
+        EventKind::Dispatched { attempt, node } => {
+            tracing::debug!(target: T, task, run_id, attempt, node = node.as_str(), scheduled_at = at, "run dispatched")
+        }
+        EventKind::Running { attempt } => {
+            tracing::debug!(target: T, task, run_id, attempt, scheduled_at = at, "run accepted; running")
+        }
+        EventKind::Succeeded { attempt } => {
+            tracing::info!(target: T, task, run_id, attempt, scheduled_at = at, "run succeeded")
+        }
+        EventKind::Failed { attempt, error } => {
+            tracing::warn!(target: T, task, run_id, attempt, scheduled_at = at, error = error.as_str(), "run failed")
+        }
+        EventKind::Retried { attempt, next_attempt_at } => tracing::info!(
+            target: T, task, run_id, attempt, scheduled_at = at,
+            next_attempt_at = %next_attempt_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            "attempt failed; run will be retried"
+        ),
+        EventKind::TimedOut { attempt } => {
+            tracing::warn!(target: T, task, run_id, attempt, scheduled_at = at, "run timed out")
+        }
+        EventKind::Misfired { missed, policy } => {
+            tracing::warn!(target: T, task, missed, policy = policy.as_str(), "task misfired")
+        }
+        EventKind::Skipped { reason } => {
+            tracing::info!(target: T, task, run_id, scheduled_at = at, reason = reason.as_str(), "run skipped")
+        }
+        EventKind::Cancelled { reason } => {
+            tracing::info!(target: T, task, run_id, scheduled_at = at, reason = reason.as_str(), "run cancelled")
+        }
+        EventKind::TaskApplied { version } => tracing::info!(target: T, task, version, "task applied"),
+        EventKind::TaskDeleted => tracing::info!(target: T, task, "task deleted"),
+        EventKind::TaskPaused => tracing::info!(target: T, task, "task paused"),
+        EventKind::TaskResumed => tracing::info!(target: T, task, "task resumed"),
+    }
+}

@@ -1,0 +1,268 @@
+//! Concurrency policies, durability across restarts, crash recovery, graceful shutdown.
+
+mod common;
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use common::*;
+use rota_store::{
+    AttemptState, InsertRun, NewAttempt, NewRun, Precondition, RunPatch, RunRecord, RunState, Store, Transition,
+    TriggerKind, truncate_millis,
+};
+use rota_store_sql::testing::Backend;
+use serde_json::{Map, json};
+
+backend_tests!(
+    concurrency_forbid_skips_while_a_run_is_active,
+    concurrency_replace_cancels_the_active_run,
+    pending_retry_survives_a_restart,
+    run_stuck_in_dispatching_is_resolved_on_start,
+    shutdown_waits_for_in_flight_dispatches,
+    shutdown_after_grace_records_the_interrupted_attempt,
+    leases_are_held_and_released,
+);
+
+async fn until_state(store: &Arc<dyn Store>, run_id: i64, state: RunState) -> RunRecord {
+    eventually(secs(10), &format!("run {run_id} {state}"), || {
+        let store = store.clone();
+        async move { Some(run(&store, run_id).await).filter(|r| r.state == state) }
+    })
+    .await
+}
+
+async fn concurrency_forbid_skips_while_a_run_is_active(backend: Backend) {
+    let store = store(backend).await;
+    let exec = TestExecutor::new(vec![Step::Hang]);
+    let sched = scheduler(&store, &exec, config("node-1"));
+    sched.start().await.unwrap();
+    let spec = json!({"schedule": {"every": "1s", "concurrency": "forbid"}, "timeout": "30s"});
+    let rec = sched.apply(task("solo", spec), Precondition::Any).await.unwrap();
+    let runs = eventually(secs(6), "a skipped second fire", || {
+        let store = store.clone();
+        async move {
+            let runs = runs_of(&store, rec.id).await;
+            runs.iter().any(|r| r.state == RunState::Skipped).then_some(runs)
+        }
+    })
+    .await;
+    let first = &runs[0];
+    assert_eq!(first.state, RunState::Dispatching, "the first run hangs: {runs:?}");
+    let skipped: Vec<_> = runs.iter().filter(|r| r.state == RunState::Skipped).collect();
+    assert_eq!(
+        skipped[0].reason.as_deref(),
+        Some(format!("concurrency: forbid (run {} still active)", first.id).as_str())
+    );
+    assert_eq!(exec.dispatches().len(), 1, "only the first run was dispatched");
+    sched.pause("test", "solo").await.unwrap();
+    sched.cancel_run(first.id, "test over").await.unwrap();
+    sched.shutdown().await;
+}
+
+async fn concurrency_replace_cancels_the_active_run(backend: Backend) {
+    let store = store(backend).await;
+    let exec = TestExecutor::new(vec![Step::Hang]);
+    let sched = scheduler(&store, &exec, config("node-1"));
+    sched.start().await.unwrap();
+    let spec = json!({"schedule": {"every": "1s", "concurrency": "replace"}, "timeout": "30s"});
+    let rec = sched.apply(task("newest", spec), Precondition::Any).await.unwrap();
+    let runs = eventually(secs(6), "a replaced first run", || {
+        let store = store.clone();
+        async move {
+            let runs = runs_of(&store, rec.id).await;
+            (runs.len() >= 2 && runs[0].state == RunState::Cancelled).then_some(runs)
+        }
+    })
+    .await;
+    sched.pause("test", "newest").await.unwrap();
+    let (first, second) = (&runs[0], &runs[1]);
+    assert_eq!(
+        first.reason.as_deref(),
+        Some(format!("concurrency: replace (superseded by run {})", second.id).as_str())
+    );
+    // The run is cancelled first, then its attempt finished and the executor told.
+    eventually(secs(5), "the replaced attempt is cancelled and the executor told", || {
+        let (store, told) = (store.clone(), exec.cancels().contains(&(first.id, 1)));
+        let id = first.id;
+        async move { (told && store.list_attempts(id).await.unwrap()[0].state == AttemptState::Cancelled).then_some(()) }
+    })
+    .await;
+    eventually(secs(5), "the new run was dispatched", || {
+        let n = exec.dispatches_of(second.id).len();
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    for r in runs_of(&store, rec.id).await.iter().filter(|r| !r.state.is_terminal()) {
+        let _ = sched.cancel_run(r.id, "test over").await;
+    }
+    sched.shutdown().await;
+}
+
+async fn pending_retry_survives_a_restart(backend: Backend) {
+    let store = store(backend).await;
+    let failing = TestExecutor::new(vec![Step::Fail]);
+    let first = scheduler(&store, &failing, config("node-1"));
+    let events = Events::record(&first);
+    first.start().await.unwrap();
+    let spec = json!({"schedule": {"manual": true}, "retry": {"maxAttempts": 2, "backoff": {"kind": "fixed", "initial": "3s"}}});
+    first.apply(task("durable", spec), Precondition::Any).await.unwrap();
+    let r = first.trigger("test", "durable", Map::new()).await.unwrap();
+    eventually(secs(5), "the retry is scheduled", || {
+        let n = events.named("retried").len();
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    first.shutdown().await;
+    let pending = run(&store, r.id).await;
+    assert_eq!(pending.state, RunState::Scheduled);
+    assert_eq!(pending.attempts, 1);
+    assert!(pending.next_attempt_at.is_some_and(|t| t > Utc::now()), "retry is in the future");
+
+    let succeeding = TestExecutor::succeeding();
+    let second = scheduler(&store, &succeeding, config("node-2"));
+    second.start().await.unwrap();
+    let done = until_state(&store, r.id, RunState::Succeeded).await;
+    assert_eq!(done.attempts, 2);
+    let d = succeeding.dispatches_of(r.id);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].attempt, 2);
+    assert!(d[0].scheduled_at == r.scheduled_at);
+    assert_eq!(done.owner.as_deref(), Some("node-2"));
+    assert_eq!(failing.dispatches_of(r.id).len(), 1);
+    second.shutdown().await;
+}
+
+/// Puts a run of `name` in `dispatching` owned by `node`, with a running attempt, as a crashed node leaves it.
+async fn crashed_dispatch(store: &Arc<dyn Store>, sched: &rota_core::Scheduler, name: &str, node: &str) -> i64 {
+    let rec = store.get_task("test", name).await.unwrap().unwrap();
+    let now = truncate_millis(Utc::now());
+    let new = NewRun {
+        task_id: rec.id,
+        namespace: "test".into(),
+        name: name.into(),
+        task_version: rec.version,
+        shard: sched.shard_of("test", name),
+        scheduled_at: now,
+        trigger: TriggerKind::Schedule,
+        state: RunState::Scheduled,
+        next_attempt_at: None,
+        params: json!({}),
+        reason: None,
+    };
+    let InsertRun::Inserted(r) = store.insert_run(new, None, now).await.unwrap() else { panic!("duplicate") };
+    store
+        .transition_run(Transition {
+            run_id: r.id,
+            from: vec![RunState::Scheduled],
+            to: RunState::Dispatching,
+            patch: RunPatch {
+                attempts: Some(1),
+                owner: Some(Some(node.into())),
+                started_at: Some(now),
+                next_attempt_at: Some(Some(now + chrono::TimeDelta::hours(1))),
+                ..Default::default()
+            },
+            fence: None,
+            now,
+        })
+        .await
+        .unwrap();
+    store
+        .insert_attempt(NewAttempt { run_id: r.id, attempt: 1, node: String::new(), started_at: now, deadline: None })
+        .await
+        .unwrap();
+    r.id
+}
+
+async fn run_stuck_in_dispatching_is_resolved_on_start(backend: Backend) {
+    let store = store(backend).await;
+    let exec = TestExecutor::succeeding();
+    let sched = scheduler(&store, &exec, config("node-1"));
+    let retrying = json!({"schedule": {"manual": true}, "retry": {"maxAttempts": 2, "backoff": {"initial": "100ms"}}});
+    sched.apply(task("crashy", retrying), Precondition::Any).await.unwrap();
+    sched.apply(task("crashy-once", json!({"schedule": {"manual": true}})), Precondition::Any).await.unwrap();
+    let retried = crashed_dispatch(&store, &sched, "crashy", "node-1").await;
+    let failed = crashed_dispatch(&store, &sched, "crashy-once", "node-1").await;
+
+    sched.start().await.unwrap();
+    let done = until_state(&store, retried, RunState::Succeeded).await;
+    assert_eq!(done.attempts, 2);
+    let attempts = store.list_attempts(retried).await.unwrap();
+    assert_eq!(attempts[0].state, AttemptState::Failed);
+    assert_eq!(attempts[0].error.as_deref(), Some("scheduler restarted during dispatch"));
+    let f = until_state(&store, failed, RunState::Failed).await;
+    assert_eq!(f.error.as_deref(), Some("scheduler restarted during dispatch"));
+    assert!(exec.dispatches_of(failed).is_empty());
+    sched.shutdown().await;
+}
+
+async fn shutdown_waits_for_in_flight_dispatches(backend: Backend) {
+    let store = store(backend).await;
+    let exec = TestExecutor::new(vec![Step::Sleep(ms(800))]);
+    let sched = scheduler(&store, &exec, config("node-1"));
+    sched.start().await.unwrap();
+    sched.apply(task("busy", json!({"schedule": {"manual": true}})), Precondition::Any).await.unwrap();
+    let r = sched.trigger("test", "busy", Map::new()).await.unwrap();
+    eventually(secs(5), "the dispatch is in flight", || {
+        let n = exec.dispatches_of(r.id).len();
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    sched.shutdown().await;
+    assert_eq!(run(&store, r.id).await.state, RunState::Succeeded, "shutdown waited for the dispatch");
+    assert_eq!(sched.in_flight(), 0);
+    assert!(sched.held_shards().is_empty(), "leases released");
+    assert!(matches!(sched.start().await, Err(rota_core::CoreError::ShuttingDown)));
+}
+
+async fn shutdown_after_grace_records_the_interrupted_attempt(backend: Backend) {
+    let store = store(backend).await;
+    let exec = TestExecutor::new(vec![Step::HangForever]);
+    let mut cfg = config("node-1");
+    cfg.shutdown_grace = ms(300);
+    let sched = scheduler(&store, &exec, cfg);
+    sched.start().await.unwrap();
+    let spec = json!({"schedule": {"manual": true}, "retry": {"maxAttempts": 2, "backoff": {"initial": "1m"}}});
+    sched.apply(task("endless", spec), Precondition::Any).await.unwrap();
+    let r = sched.trigger("test", "endless", Map::new()).await.unwrap();
+    eventually(secs(5), "the dispatch is in flight", || {
+        let n = exec.dispatches_of(r.id).len();
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    let started = std::time::Instant::now();
+    sched.shutdown().await;
+    assert!(started.elapsed() < secs(10), "shutdown is bounded");
+    let after = run(&store, r.id).await;
+    assert_eq!(after.state, RunState::Scheduled, "retried later, not left dispatching");
+    let attempts = store.list_attempts(r.id).await.unwrap();
+    assert_eq!(attempts[0].state, AttemptState::Failed);
+    assert_eq!(attempts[0].error.as_deref(), Some("scheduler shut down before the attempt finished"));
+}
+
+async fn leases_are_held_and_released(backend: Backend) {
+    let store = store(backend).await;
+    let exec = TestExecutor::succeeding();
+    let sched = scheduler(&store, &exec, config("node-1"));
+    sched.start().await.unwrap();
+    assert_eq!(sched.held_shards(), vec![0, 1, 2, 3]);
+    let leases = store.list_leases().await.unwrap();
+    assert_eq!(leases.len(), 4);
+    assert!(leases.iter().all(|l| l.owner == "node-1" && l.expires_at > Utc::now()));
+    // Another node cannot take them while they are held.
+    let other = scheduler(&store, &exec, config("node-2"));
+    other.start().await.unwrap();
+    assert!(other.held_shards().is_empty());
+    other.shutdown().await;
+    sched.shutdown().await;
+    // Released: a new node takes them at once, at a higher epoch.
+    let third = scheduler(&store, &exec, config("node-3"));
+    third.start().await.unwrap();
+    assert_eq!(third.held_shards(), vec![0, 1, 2, 3]);
+    let now = store.list_leases().await.unwrap();
+    for (old, new) in leases.iter().zip(now.iter()) {
+        assert_eq!(new.owner, "node-3");
+        assert!(new.epoch > old.epoch);
+    }
+    third.shutdown().await;
+}

@@ -1,0 +1,626 @@
+//! The CLI commands: clients of the management API (through `rota-sdk`), plus the offline `validate`.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rota_sdk::{
+    Applied, Client, ClientError, ErrorDetail, LogLine, Params, RunFilter, RunState, RunView, TaskDocument, TaskFilter,
+    TaskView, split_documents,
+};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::output::{self, Fields, Format, Table, cut, opt_time, time};
+use crate::{ApplyArgs, Command, DeleteCommand, GetCommand, LogsArgs, RunsArgs, ValidateArgs};
+
+/// An error that has been printed already; only the exit code is left to set.
+#[derive(Debug)]
+struct Reported;
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("(reported)")
+    }
+}
+
+impl std::error::Error for Reported {}
+
+/// Runs a client command against the server at `server`.
+pub fn run(server: &str, format: Format, command: Command) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let client = Client::new(server)?;
+        execute(&client, format, command).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints an error: `error: <code>: <message>` and one `  <path>: <message>` line per detail.
+fn report(e: &anyhow::Error) {
+    if e.downcast_ref::<Reported>().is_some() {
+        return;
+    }
+    if let Some(ce) = e.downcast_ref::<ClientError>() {
+        print_client_error(ce, None, "");
+    } else {
+        eprintln!("error: {e:#}");
+    }
+}
+
+/// Prints a client error; `context` (a file name) is appended to the message, `prefix` to every detail path.
+fn print_client_error(e: &ClientError, context: Option<&str>, prefix: &str) {
+    let context = context.map(|c| format!(" (in {c})")).unwrap_or_default();
+    match e.code() {
+        Some(code) => eprintln!("error: {code}: {}{context}", e.message()),
+        None => eprintln!("error: {e}{context}"),
+    }
+    for ErrorDetail { path, message } in e.details() {
+        let path = if path == "(root)" && !prefix.is_empty() {
+            prefix.trim_end_matches('.').to_string()
+        } else {
+            format!("{prefix}{path}")
+        };
+        eprintln!("  {path}: {message}");
+    }
+}
+
+async fn execute(client: &Client, format: Format, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Apply(args) => apply(client, format, &args).await,
+        Command::Get(GetCommand::Tasks(args)) => {
+            let mut filter = TaskFilter { namespace: args.namespace, paused: args.paused, ..TaskFilter::default() };
+            for l in args.labels.iter().flat_map(|l| l.split(',')).map(str::trim).filter(|l| !l.is_empty()) {
+                let (k, v) = l.split_once('=').with_context(|| format!("invalid label {l:?}: expected key=value"))?;
+                filter.labels.push((k.trim().to_string(), v.trim().to_string()));
+            }
+            let tasks = client.list_all_tasks(&filter).await?;
+            if format != Format::Table {
+                return output::print_data(format, &tasks);
+            }
+            if tasks.is_empty() {
+                eprintln!("no tasks");
+                return Ok(());
+            }
+            let mut table = Table::new(["NAMESPACE", "NAME", "SCHEDULE", "PAUSED", "NEXT FIRE", "VERSION", "LABELS"]);
+            for t in &tasks {
+                let labels: Vec<String> = t.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                table.row(vec![
+                    t.namespace.clone(),
+                    t.name.clone(),
+                    cut(&t.schedule_summary(), 40),
+                    yes_no(t.paused),
+                    opt_time(t.next_fire_at.filter(|_| !t.paused)),
+                    t.version.to_string(),
+                    cut(&labels.join(","), 60),
+                ]);
+            }
+            print!("{}", table.render());
+            Ok(())
+        }
+        Command::Get(GetCommand::Task(key)) => {
+            let (ns, name) = task_key(&key.task)?;
+            let task = client.get_task(&ns, &name).await?;
+            if format != Format::Table {
+                return output::print_data(format, &task);
+            }
+            print_task(&task)
+        }
+        Command::Delete(DeleteCommand::Task(key)) => {
+            let (ns, name) = task_key(&key.task)?;
+            client.delete_task(&ns, &name).await?;
+            if format != Format::Table {
+                return output::print_data(format, &serde_json::json!({"deleted": format!("{ns}/{name}")}));
+            }
+            println!("task {ns}/{name} deleted");
+            Ok(())
+        }
+        Command::Trigger(args) => {
+            let (ns, name) = task_key(&args.task)?;
+            let params = parse_params(&args.params)?;
+            let run = client.trigger(&ns, &name, params).await?;
+            if format != Format::Table {
+                return output::print_data(format, &run);
+            }
+            match run.state {
+                RunState::Skipped => println!(
+                    "run {} of {} skipped: {}",
+                    run.id,
+                    run.task,
+                    run.reason.as_deref().unwrap_or("(no reason given)")
+                ),
+                state => println!("run {} of {} created ({state})", run.id, run.task),
+            }
+            Ok(())
+        }
+        Command::Runs(args) => runs(client, format, args).await,
+        Command::Run(args) => {
+            let detail = client.get_run(args.id).await?;
+            if format != Format::Table {
+                return output::print_data(format, &detail);
+            }
+            print_run(&detail.run);
+            println!();
+            if detail.attempts.is_empty() {
+                println!("Attempts: none");
+            } else {
+                println!("Attempts:");
+                let mut table = Table::new(["ATTEMPT", "NODE", "STATE", "STARTED", "DURATION", "ERROR"]);
+                for a in &detail.attempts {
+                    table.row(vec![
+                        a.attempt.to_string(),
+                        a.node.clone(),
+                        a.state.to_string(),
+                        time(a.started_at),
+                        a.finished_at.map(|f| output::duration(a.started_at, f)).unwrap_or_else(|| "-".into()),
+                        cut(a.error.as_deref().unwrap_or(""), 80),
+                    ]);
+                }
+                for line in table.render().lines() {
+                    println!("  {line}");
+                }
+            }
+            Ok(())
+        }
+        Command::Logs(args) => logs(client, format, &args).await,
+        Command::Pause(key) => pause_resume(client, format, &key.task, true).await,
+        Command::Resume(key) => pause_resume(client, format, &key.task, false).await,
+        Command::Cancel(args) => {
+            let run = client.cancel_run(args.id, args.reason.as_deref()).await?;
+            if format != Format::Table {
+                return output::print_data(format, &run);
+            }
+            println!("run {} of {} cancelled", run.id, run.task);
+            Ok(())
+        }
+        Command::Server(_) | Command::Validate(_) => bail!("internal error: not a client command"),
+    }
+}
+
+async fn pause_resume(client: &Client, format: Format, key: &str, pause: bool) -> anyhow::Result<()> {
+    let (ns, name) = task_key(key)?;
+    let task = if pause { client.pause(&ns, &name).await? } else { client.resume(&ns, &name).await? };
+    if format != Format::Table {
+        return output::print_data(format, &task);
+    }
+    println!("task {} {}", task.key(), if pause { "paused" } else { "resumed" });
+    Ok(())
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes".into() } else { "no".into() }
+}
+
+/// `NS/NAME`, or a bare `NAME` in namespace `default`.
+fn task_key(s: &str) -> anyhow::Result<(String, String)> {
+    let s = s.trim();
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_string(), name.to_string()))
+        }
+        None if !s.is_empty() => Ok(("default".to_string(), s.to_string())),
+        _ => bail!("invalid task {s:?}: expected NAMESPACE/NAME"),
+    }
+}
+
+/// `key=value` pairs; each value is JSON when it parses as JSON, else a string.
+fn parse_params(pairs: &[String]) -> anyhow::Result<Params> {
+    let mut params = Params::new();
+    for pair in pairs {
+        let (k, v) = pair.split_once('=').with_context(|| format!("invalid --param {pair:?}: expected key=value"))?;
+        let k = k.trim();
+        if k.is_empty() {
+            bail!("invalid --param {pair:?}: the key is empty");
+        }
+        let value = serde_json::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.to_string()));
+        params.insert(k.to_string(), value);
+    }
+    Ok(params)
+}
+
+fn print_task(t: &TaskView) -> anyhow::Result<()> {
+    let mut f = Fields::default();
+    f.add("Task", t.key());
+    f.add("Version", t.version.to_string());
+    let labels: Vec<String> = t.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    f.add("Labels", if labels.is_empty() { "-".into() } else { labels.join(", ") });
+    if let Some(d) = t.spec["metadata"]["description"].as_str() {
+        f.add("Description", d);
+    }
+    f.add("Schedule", t.schedule_summary());
+    f.add("Paused", yes_no(t.paused));
+    f.add("Next fire", opt_time(t.next_fire_at.filter(|_| !t.paused)));
+    f.add("Created", time(t.created_at));
+    f.add("Updated", time(t.updated_at));
+    print!("{}", f.render());
+    println!("Document:");
+    for line in serde_yaml::to_string(&t.spec)?.lines() {
+        println!("  {line}");
+    }
+    Ok(())
+}
+
+fn print_run(r: &RunView) {
+    let mut f = Fields::default();
+    f.add("Run", r.id.to_string());
+    f.add("Task", format!("{} (version {})", r.task, r.task_version));
+    f.add("State", r.state.to_string());
+    f.add("Trigger", r.trigger.to_string());
+    f.add("Scheduled", time(r.scheduled_at));
+    f.add("Started", opt_time(r.started_at));
+    f.add("Finished", opt_time(r.finished_at));
+    if let (Some(s), Some(e)) = (r.started_at, r.finished_at) {
+        f.add("Duration", output::duration(s, e));
+    }
+    if let Some(next) = r.next_attempt_at.filter(|_| !r.state.is_terminal()) {
+        let label = if r.state == RunState::Scheduled { "Next attempt" } else { "Deadline" };
+        f.add(label, time(next));
+    }
+    f.add("Attempts", r.attempts.to_string());
+    if let Some(owner) = &r.owner {
+        f.add("Node", owner.clone());
+    }
+    if r.params.as_object().is_some_and(|p| !p.is_empty()) {
+        f.add("Params", r.params.to_string());
+    }
+    if let Some(out) = &r.output {
+        f.add("Output", serde_json::to_string_pretty(out).unwrap_or_default());
+    }
+    if let Some(e) = &r.error {
+        f.add("Error", e.clone());
+    }
+    if let Some(reason) = &r.reason {
+        f.add("Reason", reason.clone());
+    }
+    print!("{}", f.render());
+}
+
+async fn runs(client: &Client, format: Format, args: RunsArgs) -> anyhow::Result<()> {
+    let mut filter = RunFilter { namespace: args.namespace, ..RunFilter::default() };
+    if let Some(t) = &args.task {
+        filter.task = Some(task_key(t)?);
+    }
+    for s in args.states.iter().flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
+        let state: RunState = s.parse().map_err(|e| anyhow::anyhow!("invalid --state: {e}"))?;
+        filter.states.push(state);
+    }
+    let page = client.list_runs(&filter, None, Some(args.limit)).await?;
+    if format != Format::Table {
+        return output::print_data(format, &page.items);
+    }
+    if page.items.is_empty() {
+        eprintln!("no runs");
+        return Ok(());
+    }
+    let mut table = Table::new(["ID", "TASK", "STATE", "TRIGGER", "SCHEDULED", "ATTEMPTS", "DURATION", "MESSAGE"]);
+    for r in &page.items {
+        let duration = match (r.started_at, r.finished_at) {
+            (Some(s), Some(f)) => output::duration(s, f),
+            _ => "-".into(),
+        };
+        let message = r.error.as_deref().or(r.reason.as_deref()).unwrap_or("");
+        table.row(vec![
+            r.id.to_string(),
+            r.task.clone(),
+            r.state.to_string(),
+            r.trigger.to_string(),
+            time(r.scheduled_at),
+            r.attempts.to_string(),
+            duration,
+            cut(message, 60),
+        ]);
+    }
+    print!("{}", table.render());
+    if page.next_cursor.is_some() {
+        eprintln!("(showing the newest {}; use --limit for more)", page.items.len());
+    }
+    Ok(())
+}
+
+async fn logs(client: &Client, format: Format, args: &LogsArgs) -> anyhow::Result<()> {
+    let mut after = args.after;
+    let mut all: Vec<LogLine> = Vec::new();
+    loop {
+        let page = client.logs(args.id, after, Some(1000)).await?;
+        let got = page.items.len();
+        after = page.next_after;
+        if format == Format::Table {
+            for l in &page.items {
+                println!("{} [{}] {}", time(l.at), l.stream, l.line);
+            }
+        } else {
+            all.extend(page.items);
+        }
+        if got > 0 {
+            continue;
+        }
+        if !args.follow || client.get_run(args.id).await?.run.state.is_terminal() {
+            // One last read: lines appended between the previous read and the run finishing.
+            if args.follow {
+                let page = client.logs(args.id, after, Some(1000)).await?;
+                if format == Format::Table {
+                    for l in &page.items {
+                        println!("{} [{}] {}", time(l.at), l.stream, l.line);
+                    }
+                } else {
+                    all.extend(page.items);
+                }
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if format != Format::Table {
+        return output::print_data(format, &all);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// apply
+// ---------------------------------------------------------------------------------------------------------------
+
+/// One task document read from a file.
+struct SourceDocument {
+    /// The file (or `-`).
+    file: String,
+    /// Index in the file's YAML stream, when the file holds more than one document.
+    index: Option<usize>,
+    text: String,
+}
+
+impl SourceDocument {
+    fn path_prefix(&self) -> String {
+        self.index.map(|i| format!("documents[{i}].")).unwrap_or_default()
+    }
+}
+
+/// The files named by `-f` arguments: files as given, directories expanded to their `.yaml`, `.yml` and `.json`
+/// files (sorted, not recursive).
+fn expand_files(args: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in args {
+        if p.as_os_str() == "-" {
+            out.push(p.clone());
+        } else if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("cannot read directory {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.is_file() && has_task_extension(f))
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                bail!("{}: no .yaml, .yml or .json files in the directory", p.display());
+            }
+            out.extend(found);
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            bail!("{}: no such file or directory", p.display());
+        }
+    }
+    Ok(out)
+}
+
+fn has_task_extension(p: &Path) -> bool {
+    matches!(
+        p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(),
+        Some("yaml" | "yml" | "json")
+    )
+}
+
+fn read_source(path: &Path) -> anyhow::Result<(String, String)> {
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).context("cannot read standard input")?;
+        return Ok(("-".into(), text));
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok((path.display().to_string(), text))
+}
+
+/// The documents of one file: JSON files (by extension or a leading `{`) are one document; YAML is split at `---`.
+fn documents_of(file: &str, text: &str) -> Vec<SourceDocument> {
+    let is_json = file.to_ascii_lowercase().ends_with(".json") || text.trim_start().starts_with('{');
+    if is_json {
+        return vec![SourceDocument { file: file.to_string(), index: None, text: text.to_string() }];
+    }
+    let docs = split_documents(text);
+    let multi = docs.len() > 1 || docs.iter().any(|d| d.index > 0);
+    docs.into_iter()
+        .map(|d| SourceDocument { file: file.to_string(), index: multi.then_some(d.index), text: d.text })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct ApplyResult<'a> {
+    action: &'static str,
+    task: &'a TaskView,
+}
+
+async fn apply(client: &Client, format: Format, args: &ApplyArgs) -> anyhow::Result<()> {
+    let files = expand_files(&args.files)?;
+    let mut applied: Vec<Applied> = Vec::new();
+    let mut failures = 0;
+    for path in files {
+        let (file, text) = read_source(&path)?;
+        let docs = documents_of(&file, &text);
+        if docs.is_empty() {
+            eprintln!("error: {file}: no task documents");
+            failures += 1;
+            continue;
+        }
+        for doc in docs {
+            match client.apply(TaskDocument::Text(doc.text.clone())).await {
+                Ok(a) => {
+                    if format == Format::Table {
+                        println!("task {} {}", a.task.key(), a.action());
+                    }
+                    applied.push(a);
+                }
+                Err(e @ (ClientError::Api { .. } | ClientError::InvalidDocument { .. })) => {
+                    print_client_error(&e, Some(&doc.file), &doc.path_prefix());
+                    failures += 1;
+                }
+                // The server is unreachable or broken: stop at once.
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    if format != Format::Table {
+        let results: Vec<ApplyResult> =
+            applied.iter().map(|a| ApplyResult { action: a.action(), task: &a.task }).collect();
+        output::print_data(format, &results)?;
+    }
+    if failures > 0 { Err(Reported.into()) } else { Ok(()) }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// validate (offline)
+// ---------------------------------------------------------------------------------------------------------------
+
+#[derive(Debug, Serialize)]
+struct FileReport {
+    file: String,
+    valid: bool,
+    /// `namespace/name` of every valid task.
+    tasks: Vec<String>,
+    problems: Vec<ErrorDetail>,
+}
+
+fn validate_file(file: &str, text: &str) -> FileReport {
+    let mut report = FileReport { file: file.to_string(), valid: true, tasks: Vec::new(), problems: Vec::new() };
+    let docs = documents_of(file, text);
+    if docs.is_empty() {
+        report.problems.push(ErrorDetail { path: "(root)".into(), message: "no task documents".into() });
+    }
+    let mut tasks: Vec<(String, rota_spec::Task)> = Vec::new();
+    for doc in &docs {
+        let prefix = doc.path_prefix();
+        match rota_spec::parse_str(&doc.text) {
+            Ok(task) => {
+                if let Some((other, _)) = tasks.iter().find(|(_, t)| t.key() == task.key()) {
+                    report.problems.push(ErrorDetail {
+                        path: format!("{prefix}metadata.name"),
+                        message: format!("task {} is defined twice in this file (also at {other})", task.key()),
+                    });
+                }
+                let at =
+                    if prefix.is_empty() { "(root)".to_string() } else { prefix.trim_end_matches('.').to_string() };
+                tasks.push((at, task));
+            }
+            Err(e) => {
+                for fe in e.field_errors() {
+                    let path = if fe.path == rota_spec::ROOT_PATH && !prefix.is_empty() {
+                        prefix.trim_end_matches('.').to_string()
+                    } else {
+                        format!("{prefix}{}", fe.path)
+                    };
+                    report.problems.push(ErrorDetail { path, message: fe.message });
+                }
+            }
+        }
+    }
+    let all: Vec<rota_spec::Task> = tasks.iter().map(|(_, t)| t.clone()).collect();
+    if let Err(cycle) = rota_spec::check_tasks_acyclic(&all) {
+        report.problems.push(ErrorDetail { path: "spec.after".into(), message: cycle.to_string() });
+    }
+    report.tasks = all.iter().map(rota_spec::Task::key).collect();
+    report.valid = report.problems.is_empty();
+    report
+}
+
+/// `rota validate -f FILE|DIR`: exit code 0 when every document is valid, 1 otherwise.
+pub fn validate(args: &ValidateArgs, format: Format) -> ExitCode {
+    let files = match expand_files(&args.files) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut reports = Vec::new();
+    for path in files {
+        match read_source(&path) {
+            Ok((file, text)) => reports.push(validate_file(&file, &text)),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let valid = reports.iter().all(|r| r.valid);
+    if format == Format::Table {
+        for r in &reports {
+            if r.valid {
+                println!("{}: valid ({})", r.file, r.tasks.join(", "));
+            } else {
+                let n = r.problems.len();
+                println!("{}: invalid ({n} problem{})", r.file, if n == 1 { "" } else { "s" });
+                for p in &r.problems {
+                    println!("  {}: {}", p.path, p.message);
+                }
+            }
+        }
+    } else if let Err(e) = output::print_data(format, &reports) {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    if valid { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_keys() {
+        assert_eq!(task_key("a/b").unwrap(), ("a".into(), "b".into()));
+        assert_eq!(task_key("b").unwrap(), ("default".into(), "b".into()));
+        assert!(task_key("a/").is_err());
+        assert!(task_key("a/b/c").is_err());
+        assert!(task_key("").is_err());
+    }
+
+    #[test]
+    fn params_are_json_when_they_parse() {
+        let p = parse_params(&["n=5".into(), "s=hello".into(), "b=true".into(), "o={\"a\":1}".into(), "e=".into()])
+            .unwrap();
+        assert_eq!(Value::Object(p), serde_json::json!({"n": 5, "s": "hello", "b": true, "o": {"a": 1}, "e": ""}));
+        assert!(parse_params(&["novalue".into()]).is_err());
+        assert!(parse_params(&["=x".into()]).is_err());
+    }
+
+    #[test]
+    fn validation_reports_every_problem_with_document_paths() {
+        let good = "apiVersion: rota/v1\nkind: Task\nmetadata: {name: a}\nspec:\n  schedule: {every: 5s}\n  target: {http: {path: /x}}\n  candidates: {static: [\"http://127.0.0.1:1\"]}\n";
+        let r = validate_file("one.yaml", good);
+        assert!(r.valid, "{:?}", r.problems);
+        assert_eq!(r.tasks, ["default/a"]);
+
+        let bad = format!(
+            "{good}---\napiVersion: rota/v1\nkind: Task\nmetadata: {{name: b}}\nspec:\n  schedule: {{every: 5s}}\n  target: {{http: {{path: /x}}}}\n  candidates: {{static: [\"http://127.0.0.1:1\"]}}\n  tagret: 1\n"
+        );
+        let r = validate_file("two.yaml", &bad);
+        assert!(!r.valid);
+        assert!(r.problems.iter().any(|p| p.path.starts_with("documents[1].spec.tagret")), "{:?}", r.problems);
+
+        let r = validate_file("dup.yaml", &format!("{good}---\n{good}"));
+        assert!(r.problems.iter().any(|p| p.path == "documents[1].metadata.name"), "{:?}", r.problems);
+        assert!(!validate_file("empty.yaml", "# nothing\n").valid);
+    }
+}

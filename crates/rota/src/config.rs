@@ -1,0 +1,292 @@
+//! `rota server` settings: command-line flags, `ROTA_*` environment variables and the TOML file, merged.
+//!
+//! Precedence, highest first: flag, environment variable, `--config` file, built-in default.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+pub const DEFAULT_DATA_DIR: &str = "./rota-data";
+/// The SQLite file inside the data directory.
+pub const SQLITE_FILE: &str = "rota.db";
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServerArgs {
+    /// TOML file with any of the settings below (keys as the flags: `listen`, `data-dir`, `database-url`, …).
+    /// Flags and ROTA_* environment variables override it.
+    #[arg(long, env = "ROTA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address of the management API [default: 127.0.0.1:7070]. Port 0 picks a free port; the address actually
+    /// bound is printed (`rota listening on http://…`).
+    #[arg(long, env = "ROTA_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Directory of the embedded SQLite database (`rota.db` inside) [default: ./rota-data].
+    #[arg(long, env = "ROTA_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Store URL: postgres://…, mysql://… (or mariadb://…), sqlite://…. Overrides --data-dir.
+    #[arg(long, env = "ROTA_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// This node's id, unique in the cluster and stable across restarts [default: the host name].
+    #[arg(long, env = "ROTA_NODE_ID", value_name = "ID")]
+    pub node_id: Option<String>,
+    /// Number of shards tasks hash into; must be the same on every node and for the lifetime of a store
+    /// [default: 256].
+    #[arg(long, env = "ROTA_SHARDS", value_name = "N")]
+    pub shards: Option<u32>,
+    /// URL under which executor nodes reach this server's API (for asynchronous reports and log appends)
+    /// [default: http://<listen address>, unless it is a wildcard address].
+    #[arg(long, env = "ROTA_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Also start a built-in example executor and the task `demo/hello` (every 5 s) that calls it.
+    #[arg(long)]
+    pub demo: bool,
+    /// Docker Engine API endpoint for container targets (unix:///run/podman/podman.sock, tcp://host:2375)
+    /// [default: $DOCKER_HOST, else /var/run/docker.sock].
+    #[arg(long, env = "ROTA_CONTAINER_RUNTIME", value_name = "ENDPOINT")]
+    pub container_runtime: Option<String>,
+    /// How long shutdown waits for in-flight dispatches before aborting them [default: 30s].
+    #[arg(long, env = "ROTA_SHUTDOWN_GRACE", value_name = "DURATION", help_heading = "Tuning")]
+    pub shutdown_grace: Option<String>,
+    /// How often the due index and the pending-run queue are scanned [default: 1s].
+    #[arg(long, env = "ROTA_SCAN_INTERVAL", value_name = "DURATION", help_heading = "Tuning")]
+    pub scan_interval: Option<String>,
+    /// Shard lease time-to-live [default: 10s].
+    #[arg(long, env = "ROTA_LEASE_TTL", value_name = "DURATION", help_heading = "Tuning")]
+    pub lease_ttl: Option<String>,
+    /// Attempt timeout of tasks whose spec sets none [default: 1h].
+    #[arg(long, env = "ROTA_DEFAULT_TIMEOUT", value_name = "DURATION", help_heading = "Tuning")]
+    pub default_timeout: Option<String>,
+    /// Maximum dispatches in flight on this node [default: 10000].
+    #[arg(long, env = "ROTA_MAX_IN_FLIGHT", value_name = "N", help_heading = "Tuning")]
+    pub max_in_flight: Option<usize>,
+}
+
+/// The `--config` file. Keys are the flag names (`data-dir`; `data_dir` is accepted too); unknown keys are
+/// errors.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    #[serde(alias = "data_dir")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(alias = "database_url")]
+    pub database_url: Option<String>,
+    #[serde(alias = "node_id")]
+    pub node_id: Option<String>,
+    pub shards: Option<u32>,
+    #[serde(alias = "public_url")]
+    pub public_url: Option<String>,
+    pub demo: Option<bool>,
+    #[serde(alias = "container_runtime")]
+    pub container_runtime: Option<String>,
+    #[serde(alias = "shutdown_grace")]
+    pub shutdown_grace: Option<String>,
+    #[serde(alias = "scan_interval")]
+    pub scan_interval: Option<String>,
+    #[serde(alias = "lease_ttl")]
+    pub lease_ttl: Option<String>,
+    #[serde(alias = "default_timeout")]
+    pub default_timeout: Option<String>,
+    #[serde(alias = "max_in_flight")]
+    pub max_in_flight: Option<usize>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))
+    }
+}
+
+/// Where tasks and runs are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// The embedded SQLite file `<data dir>/rota.db`.
+    DataDir(PathBuf),
+    /// A database URL.
+    Url(String),
+}
+
+/// The merged settings of `rota server`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: String,
+    pub store: StoreLocation,
+    pub node_id: String,
+    pub shards: u32,
+    pub public_url: Option<String>,
+    pub demo: bool,
+    pub container_runtime: Option<String>,
+    pub shutdown_grace: Duration,
+    pub scan_interval: Duration,
+    pub lease_ttl: Duration,
+    pub default_timeout: Duration,
+    pub max_in_flight: usize,
+}
+
+fn duration(name: &str, value: Option<String>, default: Duration) -> anyhow::Result<Duration> {
+    match value {
+        None => Ok(default),
+        Some(s) => {
+            let d: rota_spec::Duration = s.parse().map_err(|e| anyhow::anyhow!("invalid {name}: {e}"))?;
+            Ok(d.as_std())
+        }
+    }
+}
+
+impl Settings {
+    /// Merges flags/env (`args`) over the file named by `args.config` over the defaults.
+    pub fn resolve(args: ServerArgs) -> anyhow::Result<Settings> {
+        let file = match &args.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        let listen = args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let database_url = args.database_url.or(file.database_url).filter(|u| !u.trim().is_empty());
+        let store = match database_url {
+            Some(url) => StoreLocation::Url(url.trim().to_string()),
+            None => StoreLocation::DataDir(
+                args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            ),
+        };
+        let node_id = args.node_id.or(file.node_id).unwrap_or_else(default_node_id);
+        if node_id.trim().is_empty() || node_id.len() > 64 {
+            bail!("invalid node id {node_id:?}: must be 1 to 64 characters");
+        }
+        let shards = args.shards.or(file.shards).unwrap_or(256);
+        if shards == 0 {
+            bail!("invalid shards: must be at least 1");
+        }
+        let public_url = args.public_url.or(file.public_url).map(|u| u.trim().trim_end_matches('/').to_string());
+        if let Some(u) = &public_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            bail!("invalid public URL {u:?}: must start with http:// or https://");
+        }
+        let defaults = rota_core::SchedulerConfig::default();
+        let max_in_flight = args.max_in_flight.or(file.max_in_flight).unwrap_or(defaults.max_in_flight);
+        if max_in_flight == 0 {
+            bail!("invalid max-in-flight: must be at least 1");
+        }
+        Ok(Settings {
+            listen,
+            store,
+            node_id,
+            shards,
+            public_url,
+            demo: args.demo || file.demo.unwrap_or(false),
+            container_runtime: args.container_runtime.or(file.container_runtime).filter(|s| !s.trim().is_empty()),
+            shutdown_grace: duration(
+                "shutdown-grace",
+                args.shutdown_grace.or(file.shutdown_grace),
+                defaults.shutdown_grace,
+            )?,
+            scan_interval: duration(
+                "scan-interval",
+                args.scan_interval.or(file.scan_interval),
+                defaults.scan_interval,
+            )?,
+            lease_ttl: duration("lease-ttl", args.lease_ttl.or(file.lease_ttl), defaults.lease_ttl)?,
+            default_timeout: duration(
+                "default-timeout",
+                args.default_timeout.or(file.default_timeout),
+                defaults.default_timeout,
+            )?,
+            max_in_flight,
+        })
+    }
+}
+
+/// The host name (letters, digits, `.`, `-`, `_` only), else `rota-1`: stable across restarts, so a restarted
+/// node recognises the dispatches it left unfinished.
+fn default_node_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .unwrap_or_default();
+    let id: String =
+        host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')).take(64).collect();
+    if id.is_empty() { "rota-1".to_string() } else { id }
+}
+
+/// A database URL fit for printing: password replaced by `***`, query dropped when it mentions a password.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            if u.query().is_some_and(|q| q.to_ascii_lowercase().contains("pass")) {
+                u.set_query(None);
+            }
+            u.to_string()
+        }
+        Err(_) => url.split(['?', '@']).next().unwrap_or("").to_string() + "…",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("rota.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "listen = \"0.0.0.0:9000\"\ndata-dir = \"/var/lib/rota\"\nshards = 16\nnode_id = \"n1\"\nshutdown-grace = \"5s\"\n",
+        );
+        let s = Settings::resolve(ServerArgs { config: Some(path.clone()), ..ServerArgs::default() }).unwrap();
+        assert_eq!(s.listen, "0.0.0.0:9000");
+        assert_eq!(s.store, StoreLocation::DataDir("/var/lib/rota".into()));
+        assert_eq!((s.shards, s.node_id.as_str()), (16, "n1"));
+        assert_eq!(s.shutdown_grace, Duration::from_secs(5));
+        let s = Settings::resolve(ServerArgs {
+            config: Some(path),
+            listen: Some("127.0.0.1:0".into()),
+            database_url: Some("postgres://u:p@h/db".into()),
+            ..ServerArgs::default()
+        })
+        .unwrap();
+        assert_eq!(s.listen, "127.0.0.1:0");
+        assert_eq!(s.store, StoreLocation::Url("postgres://u:p@h/db".into()));
+        assert_eq!(s.shards, 16);
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let s = Settings::resolve(ServerArgs::default()).unwrap();
+        assert_eq!(s.listen, DEFAULT_LISTEN);
+        assert_eq!(s.store, StoreLocation::DataDir(DEFAULT_DATA_DIR.into()));
+        assert_eq!(s.shards, 256);
+        assert!(!s.node_id.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "listne = \"x\"\n");
+        let err = Settings::resolve(ServerArgs { config: Some(path), ..ServerArgs::default() }).unwrap_err();
+        assert!(err.to_string().contains("listne"), "{err}");
+        let err = Settings::resolve(ServerArgs { shards: Some(0), ..ServerArgs::default() }).unwrap_err();
+        assert!(err.to_string().contains("shards"), "{err}");
+        let err =
+            Settings::resolve(ServerArgs { scan_interval: Some("fast".into()), ..ServerArgs::default() }).unwrap_err();
+        assert!(err.to_string().contains("scan-interval"), "{err}");
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("mysql://h/db?password=x"), "mysql://h/db");
+        assert_eq!(redact_url("postgres://postgres@127.0.0.1/x"), "postgres://postgres@127.0.0.1/x");
+    }
+}

@@ -1,0 +1,263 @@
+//! `rota server`: wiring (store, executors, scheduler, API), startup banner and graceful shutdown.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rota_core::{Scheduler, SchedulerConfig, StoreLogSink};
+use rota_executor::{ContainerExecutor, ContainerExecutorConfig, DockerRuntime, HttpExecutorConfig, Router};
+use rota_spec::TargetKind;
+use rota_store::Store;
+use rota_store_sql::SqlStore;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{SQLITE_FILE, ServerArgs, Settings, StoreLocation, redact_url};
+
+/// How long the API may take to finish its in-flight requests after the scheduler has stopped.
+const API_DRAIN: Duration = Duration::from_secs(10);
+
+pub fn main(args: ServerArgs) -> ExitCode {
+    init_logging();
+    let settings = match Settings::resolve(args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(settings));
+    // Background tasks that ignore cancellation (e.g. a stuck connection) must not keep the process alive.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Structured logs on stderr; `RUST_LOG` filters (default `info`). Run outcomes are logged by the core under
+/// the target `rota::events`.
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+async fn open_store(location: &StoreLocation) -> anyhow::Result<(SqlStore, String)> {
+    match location {
+        StoreLocation::DataDir(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+            let path = dir.join(SQLITE_FILE);
+            let store = SqlStore::open_sqlite(&path)
+                .await
+                .with_context(|| format!("cannot open the SQLite store {}", path.display()))?;
+            Ok((store, format!("sqlite {}", path.display())))
+        }
+        StoreLocation::Url(url) => {
+            let shown = redact_url(url);
+            let store = SqlStore::connect(url).await.with_context(|| format!("cannot open the store {shown}"))?;
+            let desc = format!("{} {shown}", store.backend_name());
+            Ok((store, desc))
+        }
+    }
+}
+
+fn executors(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Result<(Router, Option<ContainerExecutor>)> {
+    let mut router = Router::standard(HttpExecutorConfig::default()).context("cannot build the HTTP executor")?;
+    let runtime = match &settings.container_runtime {
+        Some(endpoint) => Some(
+            DockerRuntime::new(endpoint).map_err(|e| anyhow::anyhow!("invalid container runtime {endpoint:?}: {e}"))?,
+        ),
+        None => match DockerRuntime::from_env() {
+            Ok(rt) => Some(rt),
+            Err(e) => {
+                tracing::warn!(error = %e, "container targets are disabled ($DOCKER_HOST is not usable)");
+                None
+            }
+        },
+    };
+    let containers = runtime.map(|rt| {
+        let config = ContainerExecutorConfig { owner: settings.node_id.clone(), ..ContainerExecutorConfig::default() };
+        ContainerExecutor::new(Arc::new(rt), Arc::new(StoreLogSink::new(store)), config)
+    });
+    if let Some(c) = &containers {
+        router = router.with(TargetKind::Container, Arc::new(c.clone()));
+    }
+    Ok((router, containers))
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let (store, store_desc) = open_store(&settings.store).await?;
+    let shared: Arc<dyn Store> = Arc::new(store.clone());
+
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr: SocketAddr = listener.local_addr().context("cannot read the bound address")?;
+    let public_url = settings.public_url.clone().or_else(|| {
+        if addr.ip().is_unspecified() {
+            tracing::warn!(
+                "listening on a wildcard address without --public-url: executor nodes get no report URL, so \
+                 asynchronous results and log appends are unavailable"
+            );
+            None
+        } else {
+            Some(format!("http://{addr}"))
+        }
+    });
+
+    let (router, containers) = executors(&settings, shared.clone())?;
+    let config = SchedulerConfig {
+        node_id: settings.node_id.clone(),
+        shard_count: settings.shards,
+        public_url: public_url.clone(),
+        shutdown_grace: settings.shutdown_grace,
+        scan_interval: settings.scan_interval,
+        lease_ttl: settings.lease_ttl,
+        default_timeout: settings.default_timeout,
+        max_in_flight: settings.max_in_flight,
+        ..SchedulerConfig::default()
+    };
+    let scheduler = Scheduler::new(shared, Arc::new(router), config);
+    scheduler.start().await.context("cannot start the scheduler")?;
+    if !store.supports_cluster() {
+        tracing::info!("the {} store supports a single scheduler node", store.backend_name());
+    }
+    if let Some(containers) = containers {
+        tokio::spawn(async move {
+            match containers.cleanup_orphans().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "removed containers left behind by a previous run"),
+                Err(e) => tracing::debug!(error = %e, "container runtime not reachable; skipped the orphan sweep"),
+            }
+        });
+    }
+
+    let app = rota_api::router(rota_api::ApiState::new(scheduler.clone()));
+    let stop = CancellationToken::new();
+    let api = {
+        let stop = stop.clone();
+        tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await })
+    };
+
+    let demo = if settings.demo {
+        match crate::demo::start(&scheduler).await {
+            Ok(d) => Some(d),
+            Err(e) => {
+                stop.cancel();
+                scheduler.shutdown().await;
+                return Err(e.context("cannot start the demo"));
+            }
+        }
+    } else {
+        None
+    };
+
+    // One write, the address last: whoever waits for `rota listening on` has seen the whole banner.
+    let mut banner = format!("rota store: {store_desc}\n");
+    banner.push_str(&format!(
+        "rota node: {} ({} shards{})\n",
+        settings.node_id,
+        settings.shards,
+        public_url.as_deref().map(|u| format!(", public URL {u}")).unwrap_or_default()
+    ));
+    if let Some(d) = &demo {
+        banner.push_str(&format!(
+            "rota demo: executor on {}, task demo/hello fires every 5s (try `rota runs demo/hello`)\n",
+            d.url()
+        ));
+    }
+    banner.push_str(&format!("rota listening on http://{addr}\n"));
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes());
+        let _ = out.flush();
+    }
+    tracing::info!(address = %addr, store = %store_desc, node = %settings.node_id, "rota server ready");
+
+    // Run until a signal (or the API server failing).
+    let mut api = api;
+    let api_result = tokio::select! {
+        signal = shutdown_signal() => {
+            tracing::info!(signal, "shutting down: no new requests or fires; waiting for in-flight dispatches");
+            None
+        }
+        res = &mut api => Some(res),
+    };
+    stop.cancel();
+    tokio::spawn(async {
+        // A second signal while draining ends the process at once.
+        let signal = shutdown_signal().await;
+        eprintln!("rota: second {signal}; exiting without waiting");
+        std::process::exit(130);
+    });
+
+    scheduler.shutdown().await;
+    let api_result = match api_result {
+        Some(res) => Some(res),
+        None => match tokio::time::timeout(API_DRAIN, &mut api).await {
+            Ok(res) => Some(res),
+            Err(_) => {
+                tracing::warn!("API requests still open after {}s; closing them", API_DRAIN.as_secs());
+                api.abort();
+                None
+            }
+        },
+    };
+    if let Some(d) = demo {
+        d.stop().await;
+    }
+    store.close().await;
+    match api_result {
+        Some(Ok(Ok(()))) | None => {}
+        Some(Ok(Err(e))) => return Err(anyhow::Error::new(e).context("the API server failed")),
+        Some(Err(e)) => return Err(anyhow::Error::new(e).context("the API server task failed")),
+    }
+    tracing::info!("rota server stopped");
+    println!("rota stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM, naming the signal.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+                return "SIGINT";
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}
