@@ -37,9 +37,9 @@ ensure_mariadb() {
 
 drop_stale_databases() { # test databases are named rota_t_*; each test creates its own fresh one
   psql -h 127.0.0.1 -U postgres -d postgres -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'rota\_t\_%'" |
-    while read -r db; do [ -n "$db" ] && psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
+    xargs -r -P 8 -I{} psql -q -h 127.0.0.1 -U postgres -d postgres -c 'DROP DATABASE IF EXISTS "{}" WITH (FORCE)'
   mysql -h 127.0.0.1 -uroot -N -e "SHOW DATABASES LIKE 'rota\_t\_%'" |
-    while read -r db; do [ -n "$db" ] && mysql -h 127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS \`$db\`"; done
+    xargs -r -P 8 -I{} mysql -h 127.0.0.1 -uroot -e 'DROP DATABASE IF EXISTS `{}`'
   return 0
 }
 

@@ -165,7 +165,7 @@ impl Inner {
         let new_attempt =
             NewAttempt { run_id, attempt, node: node_label.clone(), started_at: now, deadline: Some(deadline) };
         // One store call: the fenced `scheduled → dispatching` CAS and the attempt row.
-        let (run, att) = match self.store.start_attempt(t, new_attempt).await {
+        let (run, att) = match self.writes.start_attempt(t, new_attempt).await {
             Ok(ra) => ra,
             Err(StoreError::Fenced { .. }) => {
                 self.lose_shard(run.shard, fence.epoch);
@@ -257,8 +257,13 @@ impl Inner {
                 return;
             }
         };
-        if let Err(e) = self.finish_and_settle(&run, att.id, attempt, settle, Some(task)).await {
-            tracing::debug!(run_id, error = %e, "attempt outcome not recorded");
+        match self.finish_and_settle(&run, att.id, attempt, settle, Some(task)).await {
+            Ok(_) => {}
+            // Someone else settled the attempt first (a report, a cancel): theirs wins.
+            Err(CoreError::Conflict(e)) => tracing::debug!(run_id, error = %e, "attempt already settled"),
+            // The outcome may not be recorded; the timeout sweeper resolves the run from its attempt row once the
+            // deadline passes, so it is never left dispatching.
+            Err(e) => tracing::warn!(run_id, error = %e, "could not record the attempt's outcome"),
         }
     }
 
@@ -281,7 +286,7 @@ impl Inner {
         };
         let (t, event) = self.settle_transition(run, attempt, outcome, task.as_deref(), now);
         let complete = CompleteAttempt { attempt_id, state, output, error, now };
-        let (updated, _) = self.store.complete_attempt(complete, Some(t)).await?;
+        let (updated, _) = self.writes.complete_attempt(complete, Some(t)).await?;
         let updated = updated.ok_or_else(|| CoreError::Conflict(format!("run {} was not moved", run.id)))?;
         self.after_settle(&updated, event, now);
         Ok(updated)

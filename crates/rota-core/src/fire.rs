@@ -1,4 +1,4 @@
-//! Firing a task: misfire and concurrency policies, one `store.fire` call per firing.
+//! Firing a task: misfire and concurrency policies, one (group-committed) `store.fire` per firing.
 
 use std::sync::Arc;
 
@@ -82,29 +82,41 @@ impl Inner {
     /// `next_fire_at` against `expected`, inserts runs unique per (task, instant) and checks the shard's fence.
     pub(crate) async fn fire_task(self: &Arc<Self>, task_id: i64, expected: DateTime<Utc>, shard: u32) {
         let Some(fence) = self.leases.fence(shard) else { return };
-        let rec = match self.store.get_task_by_id(task_id).await {
-            Ok(Some(rec)) => rec,
-            Ok(None) => return, // deleted
-            Err(e) => {
-                tracing::warn!(task_id, error = %e, "could not load task to fire; the next scan retries");
-                return;
+        // The parsed spec from the cache when there is one (kept current by `apply` and by the due scan, which drops
+        // a cached version that differs from the due index's); else one read of the task record. A task paused,
+        // advanced or deleted meanwhile is caught atomically by the fire's compare-and-set (`Conflict`, then the
+        // task is re-read) or `NotFound`.
+        let task = match self.specs.get(task_id) {
+            Some(t) => t,
+            None => {
+                let rec = match self.store.get_task_by_id(task_id).await {
+                    Ok(Some(rec)) => rec,
+                    Ok(None) => return, // deleted
+                    Err(e) => {
+                        tracing::warn!(task_id, error = %e, "could not load task to fire; the next scan retries");
+                        return;
+                    }
+                };
+                if rec.paused {
+                    return;
+                }
+                if rec.next_fire_at != Some(expected) {
+                    // Moved meanwhile (applied, resumed, fired elsewhere): follow the store.
+                    self.refresh_fire_timer(&rec);
+                    return;
+                }
+                match self.specs.load(&rec) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::error!(task = %rec.key(), error = %e, "cannot fire task: its stored spec does not parse");
+                        return;
+                    }
+                }
             }
         };
-        if rec.paused {
-            return;
-        }
-        if rec.next_fire_at != Some(expected) {
-            // Moved meanwhile (applied, resumed, fired elsewhere): follow the store.
-            self.refresh_fire_timer(&rec);
-            return;
-        }
-        let task = match self.specs.load(&rec) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(task = %rec.key(), error = %e, "cannot fire task: its stored spec does not parse");
-                return;
-            }
-        };
+        let namespace = task.task.metadata.namespace.clone();
+        let name = task.task.metadata.name.clone();
+        let key = format!("{namespace}/{name}");
         let (Some(schedule), Some(spec_schedule)) = (task.schedule.as_ref(), task.task.spec.schedule.as_ref()) else {
             return;
         };
@@ -116,7 +128,7 @@ impl Inner {
             match self.store.active_runs_of_task(task_id).await {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!(task = %rec.key(), error = %e, "could not check active runs; the next scan retries");
+                    tracing::warn!(task = %key, error = %e, "could not check active runs; the next scan retries");
                     return;
                 }
             }
@@ -129,10 +141,10 @@ impl Inner {
             .into_iter()
             .map(|r| NewRun {
                 task_id,
-                namespace: rec.namespace.clone(),
-                name: rec.name.clone(),
-                task_version: rec.version,
-                shard: rec.shard,
+                namespace: namespace.clone(),
+                name: name.clone(),
+                task_version: task.version,
+                shard,
                 scheduled_at: r.at,
                 trigger: r.trigger,
                 state: if r.skip_reason.is_some() { RunState::Skipped } else { RunState::Scheduled },
@@ -149,11 +161,11 @@ impl Inner {
             fence: Some(fence),
             now,
         };
-        match self.store.fire(req).await {
+        match self.writes.fire(req).await {
             Ok(out) => {
                 if let Some(m) = &plan.misfire {
                     self.publish_task(
-                        &rec.key(),
+                        &key,
                         EventKind::Misfired {
                             missed: u32::try_from(m.missed).unwrap_or(u32::MAX),
                             policy: policy_name(m.policy).to_string(),
@@ -164,7 +176,7 @@ impl Inner {
                     self.publish_new_run(r);
                 }
                 if !out.duplicates.is_empty() {
-                    tracing::debug!(task = %rec.key(), duplicates = ?out.duplicates, "runs existed already");
+                    tracing::debug!(task = %key, duplicates = ?out.duplicates, "runs existed already");
                 }
                 let started: Vec<&RunRecord> = out.inserted.iter().filter(|r| r.state == RunState::Scheduled).collect();
                 if let Some(newest) = started.last() {
@@ -183,12 +195,13 @@ impl Inner {
             Err(StoreError::Conflict { .. }) => {
                 // Someone else advanced it (or the task changed): follow the store.
                 if let Ok(Some(rec)) = self.store.get_task_by_id(task_id).await {
+                    self.specs.forget_if_stale(rec.id, rec.version);
                     self.refresh_fire_timer(&rec);
                 }
             }
             Err(StoreError::Fenced { .. }) => self.lose_shard(shard, fence.epoch),
             Err(StoreError::NotFound { .. }) => {}
-            Err(e) => tracing::warn!(task = %rec.key(), error = %e, "fire failed; the next scan retries"),
+            Err(e) => tracing::warn!(task = %key, error = %e, "fire failed; the next scan retries"),
         }
     }
 }

@@ -68,6 +68,7 @@
 //! Every lifecycle change is published as an [`Event`] and logged with `tracing` under the target
 //! `rota::events` (outcomes at `info`/`warn`).
 
+mod batch;
 mod dispatch;
 pub mod events;
 pub mod executor;

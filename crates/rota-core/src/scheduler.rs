@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::batch::Writes;
 use crate::events::{Event, EventKind};
 use crate::leases::{Leases, desired_shards};
 use crate::plan::next_fire;
@@ -48,7 +49,8 @@ pub struct SchedulerConfig {
     pub misfire_threshold: Duration,
     /// Page size of each per-shard scan (due tasks, pending runs, in-flight runs). Default 1000.
     pub scan_limit: u32,
-    /// Maximum task firings processed concurrently (each is a few store calls). Default 64.
+    /// Maximum task firings processed concurrently. Firings are group-committed (one store batch holds whatever
+    /// is queued, up to 512), so this bounds how many fires one batch can carry. Default 512.
     pub max_concurrent_fires: usize,
     /// Parsed task specs kept in memory. Default 10 000.
     pub spec_cache_capacity: usize,
@@ -68,7 +70,7 @@ impl Default for SchedulerConfig {
             shutdown_grace: Duration::from_secs(30),
             misfire_threshold: Duration::from_secs(5),
             scan_limit: 1000,
-            max_concurrent_fires: 64,
+            max_concurrent_fires: 512,
             spec_cache_capacity: 10_000,
         }
     }
@@ -95,6 +97,8 @@ pub(crate) struct Inner {
     pub(crate) timer: Timer,
     pub(crate) leases: Leases,
     pub(crate) specs: SpecCache,
+    /// Hot-path writes (fire, attempt start and completion), group-committed.
+    pub(crate) writes: Writes,
     /// Runs whose dispatch is in progress on this node, with the token that aborts it (cancel, replace).
     pub(crate) in_flight: Mutex<HashMap<i64, CancellationToken>>,
     /// Tasks whose firing is in progress on this node.
@@ -129,6 +133,7 @@ impl Scheduler {
             dispatch_slots: Arc::new(Semaphore::new(config.max_in_flight.clamp(1, Semaphore::MAX_PERMITS))),
             fire_slots: Arc::new(Semaphore::new(config.max_concurrent_fires.clamp(1, Semaphore::MAX_PERMITS))),
             specs: SpecCache::new(config.spec_cache_capacity),
+            writes: Writes::new(store.clone()),
             store,
             executor,
             config,
@@ -532,6 +537,8 @@ impl Inner {
             Ok(due) => {
                 let firing = lock(&self.firing).clone();
                 for d in due {
+                    // A spec replaced elsewhere: forget the cached one, so the fire re-reads the task.
+                    self.specs.forget_if_stale(d.task_id, d.version);
                     if !firing.contains(&d.task_id) && self.leases.holds(shard) {
                         self.timer.schedule(TimerKey::Fire(d.task_id), d.next_fire_at, shard);
                     }

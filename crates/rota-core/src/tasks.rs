@@ -85,6 +85,19 @@ impl SpecCache {
         map.insert(t.id, t);
     }
 
+    /// The cached spec of task `id`, whatever its version.
+    pub fn get(&self, id: i64) -> Option<std::sync::Arc<LoadedTask>> {
+        self.lock().get(&id).cloned()
+    }
+
+    /// Drops the cached spec of task `id` unless it is `version`.
+    pub fn forget_if_stale(&self, id: i64, version: i64) {
+        let mut map = self.lock();
+        if map.get(&id).is_some_and(|t| t.version != version) {
+            map.remove(&id);
+        }
+    }
+
     pub fn remove(&self, id: i64) {
         self.lock().remove(&id);
     }

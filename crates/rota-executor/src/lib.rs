@@ -3,9 +3,12 @@
 //! Implementations of [`rota_core::Executor`]:
 //!
 //! * [`HttpExecutor`] calls `target.http` targets, speaking `protocol: rota` or `protocol: raw`;
+//! * [`container::ContainerExecutor`] runs `target.container` targets in a fresh container per attempt through a
+//!   [`container::ContainerRuntime`] (Docker Engine API, which Podman also serves; Kubernetes Jobs behind the
+//!   `kubernetes` feature), and removes it afterwards (see "Containers" below);
 //! * [`Router`] hands each dispatch to the executor registered for its target kind (`http`, `grpc`,
-//!   `container`); kinds without one fail with `"grpc targets are not supported by this server yet"` (gRPC and
-//!   containers come in later releases).
+//!   `container`); kinds without one fail with `"grpc targets are not supported by this server yet"` (gRPC comes
+//!   in a later release).
 //!
 //! This page is also the reference for anyone writing an executor node in another language.
 //!

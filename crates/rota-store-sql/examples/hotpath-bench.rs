@@ -8,8 +8,10 @@
 //! ```
 //!
 //! Options: `--backend sqlite|postgres|mysql` (required), `--n N` runs per mode (default 20,000), `--batch B`
-//! items per batched call (default 256), `--shards S` (default 16), `--url URL` (default: a fresh database: a temp
-//! file for SQLite, a new `rota_t_*` database on `ROTA_TEST_POSTGRES_URL` / `ROTA_TEST_MYSQL_URL`).
+//! items per batched call (default 256), `--shards S` (default 16), `--rounds R` (default 4: the two modes alternate
+//! in R slices of N/R runs, so a change of machine load affects both alike), `--url URL` (default: a fresh
+//! database: a temp file for SQLite, a new `rota_t_*` database on `ROTA_TEST_POSTGRES_URL` /
+//! `ROTA_TEST_MYSQL_URL`).
 //!
 //! Each mode gets its own `N` tasks (spread over the shards, all due) and drives each task through one run, with
 //! the fences of shard leases held by the benchmark, as the scheduler does:
@@ -38,6 +40,7 @@ struct Args {
     n: usize,
     batch: usize,
     shards: u32,
+    rounds: usize,
     url: Option<String>,
 }
 
@@ -46,6 +49,7 @@ fn parse_args() -> Result<Args, String> {
     let mut n = 20_000;
     let mut batch = 256;
     let mut shards = 16;
+    let mut rounds = 4;
     let mut url = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -62,17 +66,18 @@ fn parse_args() -> Result<Args, String> {
             "--n" => n = value("--n")?.replace('_', "").parse().map_err(|e| format!("--n: {e}"))?,
             "--batch" => batch = value("--batch")?.parse().map_err(|e| format!("--batch: {e}"))?,
             "--shards" => shards = value("--shards")?.parse().map_err(|e| format!("--shards: {e}"))?,
+            "--rounds" => rounds = value("--rounds")?.parse().map_err(|e| format!("--rounds: {e}"))?,
             "--url" => url = Some(value("--url")?),
             "-h" | "--help" => {
                 return Err("usage: hotpath-bench --backend sqlite|postgres|mysql [--n N] [--batch B] [--shards S] \
-                            [--url URL]"
+                            [--rounds R] [--url URL]"
                     .to_owned());
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
     }
     let backend = backend.ok_or("--backend sqlite|postgres|mysql is required")?;
-    Ok(Args { backend, n: n.max(1), batch: batch.max(1), shards: shards.max(1), url })
+    Ok(Args { backend, n: n.max(1), batch: batch.max(1), shards: shards.max(1), rounds: rounds.max(1), url })
 }
 
 fn base() -> DateTime<Utc> {
@@ -199,6 +204,12 @@ struct Phases {
 }
 
 impl Phases {
+    fn add(&mut self, o: Phases) {
+        self.fire += o.fire;
+        self.start += o.start;
+        self.complete += o.complete;
+    }
+
     fn total(&self) -> Duration {
         self.fire + self.start + self.complete
     }
@@ -306,16 +317,21 @@ async fn main() {
         fences.push(lease.fence());
     }
 
-    eprintln!("one call at a time…");
-    let seq = one_at_a_time(&store, &seq_tasks, &fences).await;
-    eprintln!("batched (batch {})…", args.batch);
-    let bat = batched(&store, &batch_tasks, &fences, args.batch).await;
+    // The modes alternate in `rounds` slices, so a change of machine load affects both alike.
+    let (mut seq, mut bat) = (Phases::default(), Phases::default());
+    let slice = args.n.div_ceil(args.rounds);
+    for (k, (s, b)) in seq_tasks.chunks(slice).zip(batch_tasks.chunks(slice)).enumerate() {
+        eprintln!("slice {}/{}: one call at a time, then batched…", k + 1, args.rounds);
+        seq.add(one_at_a_time(&store, s, &fences).await);
+        bat.add(batched(&store, b, &fences, args.batch).await);
+    }
 
     let n = args.n;
     println!(
-        "hot path on {} ({} runs per mode, batch {}, {} shards, fenced, one caller)",
+        "hot path on {} ({} runs per mode in {} alternating slices, batch {}, {} shards, fenced, one caller)",
         args.backend.name(),
         n,
+        args.rounds,
         args.batch,
         args.shards
     );

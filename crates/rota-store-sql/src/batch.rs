@@ -352,7 +352,8 @@ async fn write_runs(ex: &mut Ex<'_>, dialect: Dialect, runs: &[(&RunRecord, &Run
 /// PostgreSQL / SQLite: multi-row `INSERT … ON CONFLICT (key) DO NOTHING RETURNING id, key`. MySQL: one row at a
 /// time for tiny inputs; otherwise `SELECT` the existing keys, a multi-row `INSERT` of the others (a duplicate
 /// inserted concurrently since is a retryable error: the batch re-runs) and one `SELECT` for their ids.
-/// `key_of` reads a key from a returned row, `key_of_args` from an input row.
+/// `key_of` reads a key from a returned row, `key_of_args` from an input row. The first key column is an integer;
+/// with `range_second` the second is an integer too, and MySQL's lookups are bounded by its range in the batch.
 #[allow(clippy::too_many_arguments)]
 async fn insert_unless_exists<K: Hash + Eq + Clone>(
     ex: &mut Ex<'_>,
@@ -360,6 +361,7 @@ async fn insert_unless_exists<K: Hash + Eq + Clone>(
     table: &str,
     cols: &str,
     key_cols: &[&str],
+    range_second: bool,
     rows: Vec<Vec<Arg>>,
     key_of: impl Fn(&dyn Row) -> StoreResult<K>,
     key_of_args: impl Fn(&[Arg]) -> K,
@@ -389,19 +391,27 @@ async fn insert_unless_exists<K: Hash + Eq + Clone>(
                 }
             }
             Dialect::MySql => {
-                let key_tuple = format!("({})", marks(key_cols.len()));
-                let lookup = |n: usize| {
-                    format!(
-                        "SELECT id, {key_list} FROM {table} WHERE ({key_list}) IN ({})",
-                        vec![key_tuple.as_str(); n].join(", ")
-                    )
-                };
-                let key_args = |rows: &[&Vec<Arg>]| -> Vec<Arg> {
-                    rows.iter().flat_map(|r| r[..key_cols.len()].to_vec()).collect()
+                // Row-constructor `IN` lists are slow to plan in MariaDB (tens of ms for 256 keys); look up a
+                // superset instead — every row of the first key columns' values (few attempts per run), or for runs
+                // those within the batch's instants — and match keys here.
+                let lookup = |rows: &[&Vec<Arg>]| -> (String, Vec<Arg>) {
+                    let firsts: BTreeSet<i64> = rows.iter().map(|r| arg_int(&r[0])).collect();
+                    let mut a: Vec<Arg> = firsts.iter().map(|v| Arg::from(*v)).collect();
+                    let mut sql =
+                        format!("SELECT id, {key_list} FROM {table} WHERE {} IN ({})", key_cols[0], marks(a.len()));
+                    if range_second {
+                        let seconds = rows.iter().map(|r| arg_int(&r[1]));
+                        let lo = seconds.clone().min().unwrap_or(0);
+                        let hi = seconds.max().unwrap_or(0);
+                        sql.push_str(&format!(" AND {} BETWEEN ? AND ?", key_cols[1]));
+                        a.extend(args![lo, hi]);
+                    }
+                    (sql, a)
                 };
                 let all: Vec<&Vec<Arg>> = chunk.iter().collect();
+                let (sql, a) = lookup(&all);
                 let existing: std::collections::HashSet<K> =
-                    ex.fetch_all(&lookup(all.len()), key_args(&all), |r| key_of(r)).await?.into_iter().collect();
+                    ex.fetch_all(&sql, a, |r| key_of(r)).await?.into_iter().collect();
                 let new: Vec<&Vec<Arg>> = all.into_iter().filter(|r| !existing.contains(&key_of_args(r))).collect();
                 if new.is_empty() {
                     continue;
@@ -417,11 +427,9 @@ async fn insert_unless_exists<K: Hash + Eq + Clone>(
                     }
                     Err(e) => return Err(e),
                 }
-                let got: HashMap<K, i64> = ex
-                    .fetch_all(&lookup(new.len()), key_args(&new), |r| Ok((key_of(r)?, r.int("id")?)))
-                    .await?
-                    .into_iter()
-                    .collect();
+                let (sql, a) = lookup(&new);
+                let got: HashMap<K, i64> =
+                    ex.fetch_all(&sql, a, |r| Ok((key_of(r)?, r.int("id")?))).await?.into_iter().collect();
                 for (i, row) in chunk.iter().enumerate() {
                     if !existing.contains(&key_of_args(row)) {
                         let id = got
@@ -530,6 +538,7 @@ async fn insert_runs(
         "runs",
         RUN_INSERT_COLS,
         &["task_id", "scheduled_at"],
+        true,
         rows,
         |r| Ok((r.int("task_id")?, r.int("scheduled_at")?)),
         |a| (arg_int(&a[0]), arg_int(&a[1])),
@@ -566,6 +575,7 @@ async fn insert_attempts(ex: &mut Ex<'_>, dialect: Dialect, atts: &[&NewAttempt]
         "attempts",
         "run_id, attempt, node, state, started_at, deadline",
         &["run_id", "attempt", "node"],
+        false,
         rows,
         |r| Ok((r.int("run_id")?, r.int("attempt")?, r.text("node")?)),
         |a| (arg_int(&a[0]), arg_int(&a[1]), arg_text(&a[2])),
@@ -779,7 +789,7 @@ async fn transition_in(
 enum Key {
     Run(i64),
     Attempt(i64),
-    AttemptKey(i64, u32, String),
+    NewAttempt(i64, u32, String),
 }
 
 async fn start_in(
@@ -793,7 +803,7 @@ async fn start_in(
     let mut runs: HashMap<i64, Option<RunRecord>> = HashMap::new();
     let keyed = live.iter().map(|&i| {
         let (t, a) = &items[i];
-        (i, vec![Key::Run(t.run_id), Key::Run(a.run_id), Key::AttemptKey(a.run_id, a.attempt, a.node.clone())])
+        (i, vec![Key::Run(t.run_id), Key::Run(a.run_id), Key::NewAttempt(a.run_id, a.attempt, a.node.clone())])
     });
     for round in rounds(keyed) {
         // Locking the runs (FOR UPDATE) also keeps concurrent `insert_attempt`s of them (FOR SHARE) out.

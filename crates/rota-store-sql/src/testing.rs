@@ -8,7 +8,8 @@
 //!   (default `mysql://root@127.0.0.1:3306/test`).
 //!
 //! An unreachable server is a test failure, never a skip; the panic message names the missing service and the
-//! variable to set. Test databases are not dropped by the tests (a store may outlive its test function);
+//! variable to set. SQLite directories older than an hour are removed by the next test process. Server test
+//! databases are not dropped by the tests (a store may outlive its test function);
 //! [`drop_stale_databases`] drops every `rota_t_%` database on both servers, and `scripts/test.sh` does the
 //! same with `psql`/`mysql` before each run. The equivalent SQL:
 //!
@@ -86,9 +87,36 @@ pub fn unique_suffix() -> String {
     format!("{}_{}_{}", std::process::id(), nanos % 1_000_000_000_000, COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
-/// A path for a new SQLite database file, in a new (not yet created) directory under the temp dir.
+/// Prefix of the temp-dir directories holding the tests' SQLite databases.
+pub const SQLITE_DIR_PREFIX: &str = "rota-test-";
+
+/// A path for a new SQLite database file, in a new (not yet created) directory under the temp dir. The first call
+/// in a process also removes such directories left behind more than an hour ago, so they do not pile up.
 pub fn fresh_sqlite_path() -> PathBuf {
-    std::env::temp_dir().join(format!("rota-test-{}", unique_suffix())).join("rota.db")
+    static CLEANUP: std::sync::Once = std::sync::Once::new();
+    CLEANUP.call_once(|| {
+        remove_stale_sqlite_dirs(std::time::Duration::from_secs(3600));
+    });
+    std::env::temp_dir().join(format!("{SQLITE_DIR_PREFIX}{}", unique_suffix())).join("rota.db")
+}
+
+/// Removes the tests' SQLite directories (see [`fresh_sqlite_path`]) last modified more than `older_than` ago.
+/// Returns how many were removed; errors (e.g. a directory removed concurrently) are ignored.
+pub fn remove_stale_sqlite_dirs(older_than: std::time::Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return 0 };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let stale = e.file_name().to_str().is_some_and(|n| n.starts_with(SQLITE_DIR_PREFIX))
+            && e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > older_than);
+        if stale && std::fs::remove_dir_all(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// `url` with its database (path) replaced by `db`.

@@ -687,39 +687,21 @@ pub trait RunStore: Send + Sync {
     /// Starts an attempt: atomically applies `transition` (normally `scheduled → dispatching`, setting attempts,
     /// owner, started_at and `next_attempt_at` = the attempt's deadline) and inserts `attempt`. Errors as
     /// [`transition_run`](RunStore::transition_run) and [`insert_attempt`](RunStore::insert_attempt); on error
-    /// nothing is written.
-    ///
-    /// The default implementation performs the two calls in sequence (correct for a single scheduler; backends
-    /// that share a store between nodes should override it with one transaction).
+    /// nothing is written (the conformance suite checks both halves).
     async fn start_attempt(
         &self,
         transition: Transition,
         attempt: NewAttempt,
-    ) -> StoreResult<(RunRecord, AttemptRecord)> {
-        let run = self.transition_run(transition).await?;
-        let attempt = self.insert_attempt(attempt).await?;
-        Ok((run, attempt))
-    }
+    ) -> StoreResult<(RunRecord, AttemptRecord)>;
 
     /// Finishes an attempt and, when `transition` is given, moves the run, atomically. `Conflict` if the attempt
-    /// was already finished (nothing is written then), other errors as
-    /// [`transition_run`](RunStore::transition_run).
-    ///
-    /// The default implementation performs the two calls in sequence.
+    /// was already finished, other errors as [`transition_run`](RunStore::transition_run); on error nothing is
+    /// written (a rejected transition leaves the attempt running).
     async fn complete_attempt(
         &self,
         complete: CompleteAttempt,
         transition: Option<Transition>,
-    ) -> StoreResult<(Option<RunRecord>, AttemptRecord)> {
-        let attempt = self
-            .finish_attempt(complete.attempt_id, complete.state, complete.output, complete.error, complete.now)
-            .await?;
-        let run = match transition {
-            Some(t) => Some(self.transition_run(t).await?),
-            None => None,
-        };
-        Ok((run, attempt))
-    }
+    ) -> StoreResult<(Option<RunRecord>, AttemptRecord)>;
 
     /// Several [`start_attempt`](RunStore::start_attempt)s, each with its own all-or-nothing outcome, in as few
     /// round trips as the backend can manage. Outcomes are in request order.

@@ -207,17 +207,20 @@ async fn main() -> Result<()> {
     }
     scheduler.shutdown().await;
 
-    let rec = record.lock().unwrap();
-    let mut lags = Vec::new();
-    let mut duplicates = 0u64;
-    let mut received_in_window = 0u64;
-    for ((_, at), times) in rec.seen.iter() {
-        if *at >= w0 && *at < w1 {
-            received_in_window += 1;
-            duplicates += times.len() as u64 - 1;
-            lags.extend(times.iter().map(|t| t - at));
+    let (mut lags, duplicates, received_in_window) = {
+        let rec = record.lock().unwrap();
+        let mut lags = Vec::new();
+        let mut duplicates = 0u64;
+        let mut received_in_window = 0u64;
+        for ((_, at), times) in rec.seen.iter() {
+            if *at >= w0 && *at < w1 {
+                received_in_window += 1;
+                duplicates += times.len() as u64 - 1;
+                lags.extend(times.iter().map(|t| t - at));
+            }
         }
-    }
+        (lags, duplicates, received_in_window)
+    };
     lags.sort_unstable();
     let expected = args.tasks as u64 * args.seconds;
     let missed = expected.saturating_sub(received_in_window);
