@@ -28,15 +28,22 @@
 //!   dispatches runs as their instants come. The timer is a cache of the store: it holds what is due within the
 //!   window, so memory follows what is due soon, not how many tasks exist, and losing it loses nothing.
 //!
+//! **Group commit.** The writes of the hot path (fires, attempt starts, attempt completions) are queued to three
+//! batchers, each writing whatever is queued (up to 512) with one `fire_batch` / `start_attempts` /
+//! `complete_attempts` call (one transaction on the SQL backends); each caller awaits its own item's outcome, and
+//! each item keeps its own all-or-nothing semantics. On SQLite (one writer) the batches take turns; on other
+//! backends up to four batches of each kind are in flight. A fire uses the cached parsed spec (refreshed by
+//! `apply` and by the due scan when the due index shows another version) instead of reading the task.
+//!
 //! [`Scheduler::apply`], [`Scheduler::pause`], [`Scheduler::resume`] and [`Scheduler::delete_task`] update the
 //! timer immediately, so changes take effect without a restart.
 //!
 //! # Guarantees
 //!
-//! * **Exactly once per (task, instant).** A firing is one `store.fire` call that checks the shard's fencing epoch,
-//!   compare-and-sets the task's `next_fire_at` against the instant the timer held, and inserts the run(s), unique
-//!   per (task, scheduled instant). A `Conflict` means someone else advanced the task (the core re-reads it); a
-//!   `Fenced` means the shard was lost (the core drops it).
+//! * **Exactly once per (task, instant).** A firing is one `store.fire` (an item of a `fire_batch`) that checks
+//!   the shard's fencing epoch, compare-and-sets the task's `next_fire_at` against the instant the timer held, and
+//!   inserts the run(s), unique per (task, scheduled instant). A `Conflict` means someone else advanced the task
+//!   (the core re-reads it); a `Fenced` means the shard was lost (the core drops it).
 //! * **Fencing.** Writes that fire or start a dispatch (`scheduled → dispatching`) carry the shard's fence; a
 //!   paused or partitioned node cannot fire or dispatch work it lost. Outcomes (results, reports, retries,
 //!   cancellations) are recorded unfenced: they describe what happened, whoever observed it.
