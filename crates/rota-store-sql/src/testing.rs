@@ -10,8 +10,8 @@
 //! An unreachable server is a test failure, never a skip; the panic message names the missing service and the
 //! variable to set. SQLite directories older than an hour are removed by the next test process. Server test
 //! databases are not dropped by the tests (a store may outlive its test function);
-//! [`drop_stale_databases`] drops every `rota_t_%` database on both servers, and `scripts/test.sh` does the
-//! same with `psql`/`mysql` before each run. The equivalent SQL:
+//! `scripts/test.sh` drops every `rota_t_%` database on both servers with `psql`/`mysql` before each run. The
+//! equivalent SQL:
 //!
 //! ```sql
 //! -- PostgreSQL (13+), for each row of: SELECT datname FROM pg_database WHERE datname LIKE 'rota\_t\_%';
@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sqlx::{Connection, Executor, Row};
+use sqlx::{Connection, Executor};
 
 use crate::SqlStore;
 
@@ -208,44 +208,4 @@ pub async fn fresh_postgres() -> SqlStore {
 /// A fresh MySQL store; panics (naming the service) if the server is unreachable.
 pub async fn fresh_mysql() -> SqlStore {
     fresh(Backend::MySql).await
-}
-
-/// Drops every `rota_t_%` database on both test servers (call only when no test is running). Returns how many
-/// databases were dropped.
-pub async fn drop_stale_databases() -> Result<u64, String> {
-    let mut dropped = 0;
-    let admin = postgres_url();
-    let mut pg =
-        sqlx::PgConnection::connect(&admin).await.map_err(|e| missing("PostgreSQL", POSTGRES_URL_ENV, &admin, e))?;
-    let names: Vec<String> = sqlx::query("SELECT datname FROM pg_database WHERE datname LIKE 'rota\\_t\\_%'")
-        .fetch_all(&mut pg)
-        .await
-        .map_err(|e| e.to_string())?
-        .iter()
-        .filter_map(|r| r.try_get::<String, _>(0).ok())
-        .collect();
-    for n in names {
-        pg.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{n}\" WITH (FORCE)")))
-            .await
-            .map_err(|e| format!("cannot drop {n}: {e}"))?;
-        dropped += 1;
-    }
-    let admin = mysql_url();
-    let mut my =
-        sqlx::MySqlConnection::connect(&admin).await.map_err(|e| missing("MySQL/MariaDB", MYSQL_URL_ENV, &admin, e))?;
-    let names: Vec<String> =
-        sqlx::query("SELECT schema_name AS n FROM information_schema.schemata WHERE schema_name LIKE 'rota\\_t\\_%'")
-            .fetch_all(&mut my)
-            .await
-            .map_err(|e| e.to_string())?
-            .iter()
-            .filter_map(|r| r.try_get::<String, _>(0).ok())
-            .collect();
-    for n in names {
-        my.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{n}`")))
-            .await
-            .map_err(|e| format!("cannot drop {n}: {e}"))?;
-        dropped += 1;
-    }
-    Ok(dropped)
 }
