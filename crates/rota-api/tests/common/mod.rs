@@ -80,7 +80,13 @@ impl Server {
         });
         Server {
             base: format!("http://{addr}"),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                // A fresh connection per request: after a 413 the server closes the connection without reading the
+                // body, and reusing a pooled connection would race with that close (IncompleteMessage).
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
             scheduler,
             store,
             executor,
