@@ -25,6 +25,11 @@ use crate::tasks::{LoadedTask, SpecCache};
 use crate::timer::{Due, Timer, TimerKey};
 use crate::{CoreError, CoreResult, EventBus, Executor};
 
+/// How long a dead node's registration stays visible (`alive: false` in the cluster view) before it is pruned.
+const NODE_RETENTION: Duration = Duration::from_secs(3600);
+/// How often a node prunes expired registrations.
+const NODE_PRUNE_INTERVAL: Duration = Duration::from_secs(300);
+
 /// Tuning of one scheduler node. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -753,10 +758,20 @@ impl Inner {
         let period = (self.config.lease_ttl / 3).max(Duration::from_millis(10));
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_prune = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => return,
                 _ = tick.tick() => self.maintain_leases(false).await,
+            }
+            if last_prune.elapsed() >= NODE_PRUNE_INTERVAL {
+                last_prune = tokio::time::Instant::now();
+                let before = now() - TimeDelta::from_std(NODE_RETENTION).unwrap_or(TimeDelta::MAX);
+                match self.store.prune_nodes(before).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(removed = n, "pruned node registrations expired over an hour ago"),
+                    Err(e) => tracing::debug!(error = %e, "could not prune expired node registrations"),
+                }
             }
         }
     }

@@ -222,11 +222,11 @@ async fn settled(store: &SqlStore, cutoff: DateTime<Utc>) {
         let filter = RunFilter {
             namespace: Some("cluster".into()),
             states: vec![RunState::Scheduled, RunState::Dispatching, RunState::Running],
-            to: Some(cutoff),
+            to: Some(cutoff + TimeDelta::milliseconds(1)), // `to` is exclusive
             ..RunFilter::default()
         };
         let p = store.list_runs(&filter, &PageRequest::first(10)).await.ok()?;
-        p.items.iter().all(|r| r.scheduled_at > cutoff).then_some(())
+        p.items.is_empty().then_some(())
     })
     .await;
 }
