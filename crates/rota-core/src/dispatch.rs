@@ -116,6 +116,11 @@ impl Inner {
             return;
         }
         let Some(fence) = self.leases.fence(run.shard) else { return };
+        if self.store.supports_cluster() && !self.leases.valid_at(run.shard, now) {
+            // Our lease on the shard has run out by our clock (a slow renewal): start nothing until the lease tick
+            // settles who holds it; the run stays `scheduled` and the next scan of the shard's holder picks it up.
+            return;
+        }
         let task = match task {
             Some(t) => t,
             None => match self.store.get_task_by_id(run.task_id).await {

@@ -685,6 +685,20 @@ impl Inner {
                 if !this.stop.is_cancelled() {
                     match this.store.acquire_lease(shard, &cfg.node_id, cfg.lease_ttl, now()).await {
                         Ok(Some(l)) => {
+                            // A call that waited long (a lock held by a stalled node) returns a lease that is about
+                            // to expire, or has: renew it at once, or the next renewal may come too late.
+                            let l = if l.expires_at <= add(now(), cfg.lease_ttl / 2) {
+                                match this.store.renew_lease(&l, cfg.lease_ttl, now()).await {
+                                    Ok(renewed) => renewed,
+                                    Err(e) => {
+                                        tracing::debug!(shard, error = %e, "could not renew a late acquisition");
+                                        lock(&this.acquiring).remove(&shard);
+                                        return;
+                                    }
+                                }
+                            } else {
+                                l
+                            };
                             if this.leases.put(l) {
                                 let t = this.clone();
                                 this.tracker.spawn(async move { t.on_shard_acquired(shard).await });

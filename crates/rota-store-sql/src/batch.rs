@@ -85,7 +85,7 @@ fn empty<T>(n: usize) -> Outcomes<T> {
     (0..n).map(|_| None).collect()
 }
 
-/// Reads the current epoch of every shard fenced by the batch, with a shared lock on the lease rows.
+/// Reads the current epoch of every shard fenced by the batch, with a shared lock on their `shard_fences` rows.
 async fn load_fences(
     ex: &mut Ex<'_>,
     dialect: Dialect,
@@ -96,7 +96,7 @@ async fn load_fences(
     let mut map = HashMap::with_capacity(shards.len());
     for chunk in shards.chunks(CHUNK) {
         let sql = format!(
-            "SELECT shard, epoch FROM shard_leases WHERE shard IN ({}){}",
+            "SELECT shard, epoch FROM shard_fences WHERE shard IN ({}){}",
             marks(chunk.len()),
             dialect.for_share()
         );

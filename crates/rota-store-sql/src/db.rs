@@ -413,7 +413,7 @@ pub(crate) struct Done {
 }
 
 impl Ex<'_> {
-    fn dialect(&self) -> Dialect {
+    pub(crate) fn dialect(&self) -> Dialect {
         match self {
             Ex::Sqlite(_) => Dialect::Sqlite,
             Ex::Postgres(_) => Dialect::Postgres,

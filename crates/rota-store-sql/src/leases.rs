@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rota_store::{Lease, LeaseStore, StoreError, StoreResult, truncate_millis};
 
-use crate::db::{Row, args, write_tx};
+use crate::db::{Ex, Row, args, write_tx};
 use crate::nodes::expiry;
 use crate::{SqlStore, check_len, limits};
 
@@ -17,6 +17,16 @@ fn decode_lease(r: &dyn Row) -> StoreResult<Lease> {
         epoch: r.int("epoch")?,
         expires_at: r.time("expires_at")?,
     })
+}
+
+/// Sets the fencing epoch of `shard` (creating its row).
+async fn set_fence(ex: &mut Ex<'_>, shard: u32, epoch: i64) -> StoreResult<()> {
+    let sql = format!(
+        "INSERT INTO shard_fences (shard, epoch) VALUES (?, ?){}",
+        ex.dialect().upsert_suffix("shard", &["epoch"])
+    );
+    ex.execute(&sql, args![shard, epoch]).await?;
+    Ok(())
 }
 
 /// Owner of a free (released) lease row.
@@ -49,6 +59,7 @@ impl LeaseStore for SqlStore {
                 )
                 .await?;
             if created.is_some() {
+                set_fence(&mut ex, shard, 1).await?;
                 return Ok(Some(Lease { shard, owner: owner.to_owned(), epoch: 1, expires_at }));
             }
             // Take it if it is ours, free or expired. The WHERE clause is re-evaluated on the latest row version
@@ -64,12 +75,25 @@ impl LeaseStore for SqlStore {
             if done.rows == 0 {
                 return Ok(None);
             }
-            ex.fetch_opt(
-                "SELECT shard, owner, epoch, expires_at FROM shard_leases WHERE shard = ?",
-                args![shard],
-                decode_lease,
-            )
-            .await
+            let lease = ex
+                .fetch_opt(
+                    "SELECT shard, owner, epoch, expires_at FROM shard_leases WHERE shard = ?",
+                    args![shard],
+                    decode_lease,
+                )
+                .await?;
+            // A change of holder moves the fence: this write waits for fenced writes in flight (they hold the fence
+            // row shared), and fenced writes that start later see the new epoch. We hold the lease row, so no other
+            // acquisition is between its two writes and the plain read is current.
+            if let Some(l) = &lease {
+                let fence = ex
+                    .fetch_opt("SELECT epoch FROM shard_fences WHERE shard = ?", args![shard], |r| r.int("epoch"))
+                    .await?;
+                if fence != Some(l.epoch) {
+                    set_fence(&mut ex, shard, l.epoch).await?;
+                }
+            }
+            Ok(lease)
         })
     }
 

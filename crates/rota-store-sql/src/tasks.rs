@@ -50,10 +50,10 @@ fn validate_task(t: &TaskWrite) -> StoreResult<()> {
 }
 
 /// Checks, inside the caller's transaction, that `fence` is still the current epoch of its shard, holding a shared
-/// lock on the lease row until the transaction ends (a takeover waits for us, and we for it).
+/// lock on the shard's `shard_fences` row until the transaction ends (a takeover waits for us, and we for it).
 pub(crate) async fn check_fence(ex: &mut Ex<'_>, dialect_share: &str, fence: Option<Fence>) -> StoreResult<()> {
     let Some(fence) = fence else { return Ok(()) };
-    let sql = format!("SELECT epoch FROM shard_leases WHERE shard = ?{dialect_share}");
+    let sql = format!("SELECT epoch FROM shard_fences WHERE shard = ?{dialect_share}");
     let epoch = ex.fetch_opt(&sql, args![fence.shard], |r| r.int("epoch")).await?;
     if epoch == Some(fence.epoch) { Ok(()) } else { Err(StoreError::Fenced { shard: fence.shard, epoch: fence.epoch }) }
 }
