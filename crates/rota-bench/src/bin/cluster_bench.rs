@@ -37,8 +37,8 @@
 //! * **CPU** = utime + stime deltas of each `rota server` process (`/proc/<pid>/stat`) over the window, as % of one
 //!   core; also the bench process itself, all `postgres` processes (approximate: backends that exit in the window
 //!   are lost) and the whole machine (`/proc/stat`, % of one core, so 200 % is both cores of a 2-core machine);
-//! * **failover** (with `--kill`, at instant `T`): the killed node's shards are the ones it held a live lease on
-//!   just before the kill. Per killed shard, *resume* = the first `received_at` of a dispatch, of a task of that
+//! * **failover** (with `--kill` and at least 2 nodes, at instant `T`): the killed node's shards are the ones whose
+//!   lease row names it just before the kill. Per killed shard, *resume* = the first `received_at` of a dispatch, of a task of that
 //!   shard, for an instant scheduled at or after `T`, minus `T`; **failover time** = the maximum over the killed
 //!   shards (also min and median). **Lag recovery** = the last `received_at` of an attempt-1 dispatch of a killed
 //!   shard's instant scheduled in `[T, T + after-kill)` whose lag exceeds max(2 × the window's p99, 100 ms),
@@ -503,15 +503,15 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(10)..].join("\n")
 }
 
-/// Live leases per owner (and, per shard, its owner).
+/// The owner of every shard's lease row (its last holder, also when the lease has just expired: a busy node may
+/// renew its leases after they expire, which it may as long as nobody took them).
 async fn lease_owners(store: &SqlStore) -> Result<BTreeMap<u32, String>> {
-    let now = Utc::now();
     Ok(store
         .list_leases()
         .await
         .map_err(|e| anyhow!("list_leases: {e}"))?
         .into_iter()
-        .filter(|l| l.expires_at > now)
+        .filter(|l| !l.owner.is_empty())
         .map(|l| (l.shard, l.owner))
         .collect())
 }
@@ -847,7 +847,9 @@ async fn run_phase(args: &Args, bin: &Path, count: usize, db: &BenchDb, tck: f64
         "exited": exited,
     });
 
-    if args.kill {
+    if args.kill && count < 2 {
+        println!("  kill               skipped: with 1 node nobody can take over");
+    } else if args.kill {
         let before = lease_owners(&store).await?;
         let counts = per_owner(&before);
         let victim = (0..cluster.nodes.len())
