@@ -1,7 +1,8 @@
 //! Rota's management REST API.
 //!
 //! [`router`] builds the axum [`Router`] of the API: task documents and their lifecycle, run history, logs and
-//! cancellation, the executor-facing report and log endpoints, probes, and the OpenAPI 3.1 document.
+//! cancellation, the executor-facing report and log endpoints, the scheduler cluster's state, probes, and the
+//! OpenAPI 3.1 document.
 //! Writes go through the [`Scheduler`] facade (which validates, stores and makes changes take effect); reads go
 //! to the [`Store`] directly. The crate contains no scheduling logic.
 //!
@@ -20,6 +21,7 @@
 //! | `POST` | `/api/v1/runs/{id}/cancel` | runs_cancel | [`RunView`](views::RunView) |
 //! | `POST` | `/api/v1/runs/{id}/report` | executor_report | [`RunView`](views::RunView) |
 //! | `POST` | `/api/v1/runs/{id}/logs` | executor_report | [`AppendLogsResponse`](views::AppendLogsResponse) |
+//! | `GET` | `/api/v1/cluster` | cluster_read | [`ClusterView`](views::ClusterView): scheduler nodes, their shards, lease expiry and lag; unowned shards |
 //! | `GET` | `/healthz`, `/readyz`, `/openapi.json` | public | probes, the OpenAPI document |
 //!
 //! Task bodies are YAML or JSON (by `Content-Type`: `application/json`, `application/yaml`, `text/yaml`;
@@ -38,6 +40,7 @@
 //! # }
 //! ```
 
+pub mod cluster;
 pub mod error;
 pub mod extract;
 mod health;

@@ -12,7 +12,7 @@ use utoipa::OpenApi;
 
 use crate::error::{ErrorBody, ErrorCode, ErrorDetail, ErrorInfo};
 use crate::views::*;
-use crate::{health, runs, tasks};
+use crate::{cluster, health, runs, tasks};
 
 /// Prefix of the hoisted task-spec schema definitions.
 const SPEC_PREFIX: &str = "TaskDocument.";
@@ -22,7 +22,7 @@ const SPEC_PREFIX: &str = "TaskDocument.";
     info(
         title = "Rota management API",
         version = "1",
-        description = "Manage tasks and runs of the Rota scheduler. Every error has the body \
+        description = "Manage tasks and runs of the Rota scheduler and inspect its cluster. Every error has the body \
             `{\"error\": {\"code\", \"message\", \"details\": [{\"path\", \"message\"}]}}` with a stable `code`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
@@ -41,6 +41,7 @@ const SPEC_PREFIX: &str = "TaskDocument.";
         runs::cancel_run,
         runs::report_run,
         runs::append_logs,
+        cluster::get_cluster,
         health::healthz,
         health::readyz,
         health::openapi,
@@ -51,11 +52,13 @@ const SPEC_PREFIX: &str = "TaskDocument.";
         RunView, RunList, RunDetail, RunStateView, TriggerView, AttemptView, AttemptStateView,
         LogLineView, LogPage, TriggerRequest, CancelRequest, AppendLogsResponse,
         RunReportDoc, LogAppendDoc, ResultStatusDoc, HealthView,
+        ClusterView, ClusterNodeView, NodeStateView,
     )),
     tags(
         (name = "tasks", description = "Task documents and their lifecycle"),
         (name = "runs", description = "Run history, logs and cancellation"),
         (name = "executor", description = "Called by executor nodes: asynchronous results and logs"),
+        (name = "cluster", description = "The scheduler nodes sharing the store and the shards they hold"),
         (name = "health", description = "Probes and this document"),
     )
 )]

@@ -12,7 +12,7 @@ use axum::response::Response;
 use axum::routing::{MethodFilter, MethodRouter, on};
 use serde::Serialize;
 
-use crate::{ApiState, health, runs, tasks};
+use crate::{ApiState, cluster, health, runs, tasks};
 
 /// What a caller must be allowed to do to use a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -32,6 +32,8 @@ pub enum Permission {
     RunsCancel,
     /// Executor nodes: report results and append logs (node tokens).
     ExecutorReport,
+    /// Read the state of the scheduler cluster: nodes, shard leases, lag (not namespace-scoped).
+    ClusterRead,
 }
 
 /// The permission of the matched route, inserted into the request's extensions by the `authorize` middleware.
@@ -103,6 +105,7 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Method::POST, "/api/v1/runs/{id}/cancel", RunsCancel, "cancel_run", runs::cancel_run),
         route(Method::POST, "/api/v1/runs/{id}/report", ExecutorReport, "report_run", runs::report_run),
         route(Method::POST, "/api/v1/runs/{id}/logs", ExecutorReport, "append_run_logs", runs::append_logs),
+        route(Method::GET, "/api/v1/cluster", ClusterRead, "get_cluster", cluster::get_cluster),
     ]
 }
 

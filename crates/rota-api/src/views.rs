@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use rota_store::{AttemptRecord, AttemptState, LogLine, RunRecord, RunState, TaskRecord, TaskVersion, TriggerKind};
+use rota_store::{
+    AttemptRecord, AttemptState, LogLine, NodeState, RunRecord, RunState, TaskRecord, TaskVersion, TriggerKind,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -351,4 +353,68 @@ pub struct HealthView {
     /// The store backend (`sqlite`, `postgres`, `mysql`, …), on `/readyz`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
+}
+
+/// The registry state of a scheduler node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStateView {
+    Active,
+    Draining,
+}
+
+impl From<NodeState> for NodeStateView {
+    fn from(s: NodeState) -> Self {
+        match s {
+            NodeState::Active => NodeStateView::Active,
+            NodeState::Draining => NodeStateView::Draining,
+        }
+    }
+}
+
+/// One scheduler node: its registry row (when it has one) and the shard leases it holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterNodeView {
+    /// The node id (also the owner name of its leases).
+    pub id: String,
+    /// Its public URL; empty when it has none or is not registered.
+    pub address: String,
+    /// Whether the node has a row in the node registry. `false` for a node that holds live leases without one
+    /// (listed so that no lease holder is hidden).
+    pub registered: bool,
+    /// Registry state; absent when not registered.
+    pub state: Option<NodeStateView>,
+    /// Registered nodes: the registration has not expired (`expires_at > now`). Unregistered nodes are listed
+    /// only while they hold live leases, which they renew, so they count as alive.
+    pub alive: bool,
+    pub registered_at: Option<DateTime<Utc>>,
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+    /// When the registration expires unless heartbeated.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The shards the node holds a live lease on, ascending.
+    pub shards: Vec<u32>,
+    /// The number of `shards`.
+    pub shards_held: u32,
+    /// The earliest expiry among its live leases; absent when it holds none.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// How far behind the node is: over its shards, the largest `now - next_fire_at` of a task that is due and
+    /// has not fired (0 when nothing is overdue).
+    pub lag_ms: u64,
+}
+
+/// The scheduler cluster sharing this server's store: its nodes, the shards they hold, the shards nobody holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterView {
+    /// The store backend (`sqlite`, `postgres`, `mysql`, …).
+    pub backend: String,
+    /// Whether several scheduler nodes may share the store (SQLite: no).
+    pub supports_cluster: bool,
+    /// The number of shards tasks hash into.
+    pub shard_count: u32,
+    /// The instant the view was taken at (liveness, lease and lag are relative to it).
+    pub now: DateTime<Utc>,
+    /// Registered scheduler nodes and every holder of a live lease, by id.
+    pub nodes: Vec<ClusterNodeView>,
+    /// Shards (`0..shard_count`) without a live lease, ascending.
+    pub unowned_shards: Vec<u32>,
 }

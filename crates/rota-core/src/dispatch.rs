@@ -198,6 +198,13 @@ impl Inner {
                 return;
             }
         };
+        if self.store.supports_cluster() && !self.leases.valid_at(run.shard, crate::scheduler::now()) {
+            // The lease ran out between the fenced start and now (this process was paused, or the store is slow):
+            // another node may hold the shard. Do not send; record the attempt as failed (retried by policy).
+            let msg = "the shard lease expired before the dispatch was sent".to_string();
+            let _ = self.finish_and_settle(&run, att.id, attempt, Settle::Failed(msg), Some(task)).await;
+            return;
+        }
         self.publish_run(&run, EventKind::Dispatched { attempt, node: node_label });
 
         let d = Dispatch {

@@ -1,9 +1,9 @@
 //! The shards this node holds: a map shard → [`Lease`].
 //!
-//! The set is dynamic. The lease loop ([`crate::scheduler`]) asks [`desired_shards`] which shards this node should
-//! hold, acquires those it lacks, renews those it holds every `lease_ttl / 3` and releases those it should no
-//! longer hold. A lease that is lost (`Fenced` on renew) is dropped together with its timer entries. Today a
-//! single node desires every shard; cluster rebalancing only has to change [`desired_shards`].
+//! The set is dynamic. The lease loop ([`crate::scheduler`]) asks [`crate::membership`] which shards this node
+//! should hold, acquires those it lacks, renews those it holds every `lease_ttl / 3` and releases those it should
+//! no longer hold. A lease that is lost (`Fenced` on renew or on a fenced write) is dropped together with its timer
+//! entries.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -27,6 +27,12 @@ impl Leases {
 
     pub fn holds(&self, shard: u32) -> bool {
         self.lock().contains_key(&shard)
+    }
+
+    /// Whether `shard` is held and its lease has not expired by this node's clock at `now` (a node that was paused
+    /// past its lease must not send work before the lease tick finds out whether it still holds it).
+    pub fn valid_at(&self, shard: u32, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.lock().get(&shard).is_some_and(|l| l.expires_at > now)
     }
 
     /// The held shards, ascending.
@@ -59,10 +65,4 @@ impl Leases {
     pub fn take_all(&self) -> Vec<Lease> {
         self.lock().drain().map(|(_, l)| l).collect()
     }
-}
-
-/// The shards this node should hold. A single node holds them all; the cluster issue replaces this with a
-/// rebalancing decision (e.g. rendezvous hashing over the live scheduler nodes).
-pub(crate) fn desired_shards(shard_count: u32) -> Vec<u32> {
-    (0..shard_count.max(1)).collect()
 }

@@ -12,11 +12,40 @@
 //!
 //! [`Scheduler::start`] acquires shard leases, then runs three loops until [`Scheduler::shutdown`]:
 //!
-//! * **Leases** (every `lease_ttl / 3`): renews the leases it holds, acquires the shards it should hold (a single
-//!   node: all `shard_count` of them) and drops a shard whose renewal is `Fenced` (someone else took it), together
-//!   with the shard's timer entries. When a shard is acquired, runs this node left `dispatching` in it (a crash or
-//!   restart mid-dispatch) are resolved: a failed attempt "scheduler restarted during dispatch", then retried or
-//!   failed by the task's retry policy. Nothing is silently dropped.
+//! * **Leases and membership** (every `lease_ttl / 3`): heartbeats this node's registration in the node registry
+//!   (kind `scheduler`), reads the live scheduler nodes, computes the shards it should hold with
+//!   [`membership::assign_shards`] (balanced rendezvous hashing: every node computes the same split from the same
+//!   registry), renews the leases it holds (one `renew_leases` call), releases those another node should now
+//!   hold and acquires the ones it should hold and lacks (free or expired). A shard whose renewal or fenced write
+//!   is `Fenced` (someone else took it) is dropped with its timer entries. When a shard is acquired, runs left
+//!   `dispatching` in it by this node (a crash or restart mid-dispatch) or by a scheduler node that is no longer
+//!   alive (a failover) are resolved: a failed attempt ("scheduler restarted during dispatch", "scheduler node X
+//!   stopped during the dispatch"), then retried or failed by the task's retry policy; and the shard is scanned at
+//!   once. Nothing is silently dropped.
+//!
+//! # The scheduling cluster
+//!
+//! Any number of nodes may share a store whose [`Store::supports_cluster`](rota_store::Store::supports_cluster)
+//! is true (PostgreSQL, MySQL/MariaDB); on SQLite a second node refuses to start. Nodes find each other only
+//! through the store: there is no node-to-node protocol.
+//!
+//! * **Join:** a node checks that no live node uses another shard count (fatal) and that its own id is not
+//!   registered by a live process (it waits up to two lease TTLs for a predecessor's registration to expire,
+//!   then fails), registers, and takes its share of the shards; the others release theirs at their next tick.
+//! * **Leave:** on shutdown a node releases its leases and deregisters; the others take its shards at their next
+//!   tick (about `lease_ttl / 3`).
+//! * **Failover:** a node that dies or is cut off stops heartbeating; `lease_ttl` after its last renewal its
+//!   registration and leases have expired, and the survivors take its shards at their next tick, then scan them.
+//!   Takeover is bounded by `lease_ttl + lease_ttl / 3 + one scan` (default 3 s + 1 s + 1 s; measured in
+//!   `docs/benchmarks.md`). Fires that fell due meanwhile are late, so the task's misfire policy applies.
+//!   Its in-flight dispatches (`dispatching` runs it owns) are resolved as failed attempts and retried by
+//!   policy: delivery of a run whose node died mid-dispatch is at-least-once (the executor may have received it),
+//!   while firing stays exactly once. Its `running` runs (asynchronous executors) keep waiting for the report
+//!   until their deadline, as on one node.
+//! * **Pause:** a node paused past its lease (SIGSTOP, a long GC-like stall, a partition) still believes it holds
+//!   its shards until its next lease tick. Every fire and every `scheduled → dispatching` write it tries carries
+//!   the old epoch and is refused by the store (`Fenced`), which drops the shard; and a dispatch is not sent when
+//!   the local lease has expired by the node's clock.
 //! * **Scan** (every `scan_interval`, per held shard):
 //!   * `due_tasks(shard, now + lookahead)` into the timer (one entry per task, keyed by id);
 //!   * `pending_runs(shard, now + lookahead)` (the durable queue of retries and not-yet-dispatched runs) into the
@@ -69,7 +98,10 @@
 //!   version it was created from, but a spec replaced meanwhile governs its remaining attempts).
 //! * Node choice: `candidates.static` round robin per task; `candidates.service` fails the attempt ("service
 //!   discovery is not available yet"); broadcast/sharded dispatch modes send one unicast attempt.
-//! * Runs left `dispatching` by *another* node are not taken over yet (cluster failover is a later issue).
+//! * Nodes' clocks must roughly agree: lease and registration expiry compare one node's `now + ttl` with another's
+//!   `now`. A skew of `d` shortens or lengthens failover by `d`; fencing (not clocks) keeps fires exactly once.
+//! * A run's asynchronous report goes to the `report_url` of the node that dispatched it; if that node dies, give
+//!   nodes a shared `public_url` (a load balancer in front of the cluster) or the run times out and is retried.
 //! * Dropping a [`Scheduler`] does not stop its loops: call [`Scheduler::shutdown`].
 //!
 //! Every lifecycle change is published as an [`Event`] and logged with `tracing` under the target
@@ -81,6 +113,7 @@ pub mod events;
 pub mod executor;
 mod fire;
 mod leases;
+pub mod membership;
 mod plan;
 mod scheduler;
 mod shard;
@@ -90,6 +123,12 @@ mod timer;
 pub use events::{Event, EventBus, EventKind};
 pub use executor::{Dispatch, DispatchOutcome, Executor, NodeEndpoint, RunLogSink, StoreLogSink};
 pub use scheduler::{Scheduler, SchedulerConfig};
+
+/// The shard a task hashes into: FNV-1a 64 of `namespace/name`, modulo `shard_count` (stable across nodes,
+/// platforms and versions). [`Scheduler::shard_of`] is the same with the node's shard count.
+pub fn shard_of(namespace: &str, name: &str, shard_count: u32) -> u32 {
+    shard::shard_of(namespace, name, shard_count)
+}
 
 use rota_store::StoreError;
 

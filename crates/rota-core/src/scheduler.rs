@@ -8,7 +8,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rota_proto::{LogAppend, RunReport};
 use rota_spec::Task;
 use rota_store::{
-    NewRun, Precondition, RunRecord, RunState, Store, StoreError, TaskRecord, TaskWrite, TriggerKind, truncate_millis,
+    NewRun, NodeFilter, NodeKind, NodeRecord, NodeRegistration, NodeState, Precondition, RunRecord, RunState, Store,
+    StoreError, TaskRecord, TaskWrite, TriggerKind, truncate_millis,
 };
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
@@ -17,7 +18,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::batch::Writes;
 use crate::events::{Event, EventKind};
-use crate::leases::{Leases, desired_shards};
+use crate::leases::Leases;
+use crate::membership::{self, CLUSTER_SERVICE, LABEL_INSTANCE, LABEL_SHARDS, View};
 use crate::plan::next_fire;
 use crate::tasks::{LoadedTask, SpecCache};
 use crate::timer::{Due, Timer, TimerKey};
@@ -34,7 +36,9 @@ pub struct SchedulerConfig {
     pub lookahead: Duration,
     /// How often the due index and the pending-run queue are scanned.
     pub scan_interval: Duration,
-    /// Shard lease time-to-live; leases are renewed every `lease_ttl / 3`.
+    /// Shard lease time-to-live; leases are renewed, and this node's registration heartbeated, every
+    /// `lease_ttl / 3`. It bounds failover: a node that dies is seen dead, and its shards are free, `lease_ttl`
+    /// after its last renewal; the survivors take them at their next lease tick. Default 3 s.
     pub lease_ttl: Duration,
     /// Attempt timeout for tasks whose spec sets none.
     pub default_timeout: Duration,
@@ -63,7 +67,7 @@ impl Default for SchedulerConfig {
             shard_count: 256,
             lookahead: Duration::from_secs(5),
             scan_interval: Duration::from_secs(1),
-            lease_ttl: Duration::from_secs(10),
+            lease_ttl: Duration::from_secs(3),
             default_timeout: Duration::from_secs(3600),
             max_in_flight: 10_000,
             public_url: None,
@@ -111,6 +115,12 @@ pub(crate) struct Inner {
     pub(crate) abort: CancellationToken,
     pub(crate) tracker: TaskTracker,
     lifecycle: Mutex<Lifecycle>,
+    /// This node's view of the scheduler cluster (refreshed every lease tick).
+    pub(crate) view: Mutex<View>,
+    /// A random id of this process, registered as the label `rota.instance`.
+    instance: String,
+    /// Shards whose acquisition is in progress.
+    acquiring: Mutex<HashSet<u32>>,
 }
 
 /// Locks a std mutex, ignoring poisoning (every critical section leaves its data consistent).
@@ -146,6 +156,9 @@ impl Scheduler {
             abort: CancellationToken::new(),
             tracker: TaskTracker::new(),
             lifecycle: Mutex::new(Lifecycle::New),
+            view: Mutex::new(View::default()),
+            instance: format!("{:016x}", rand::random::<u64>()),
+            acquiring: Mutex::new(HashSet::new()),
         };
         Scheduler { inner: Arc::new(inner) }
     }
@@ -183,10 +196,19 @@ impl Scheduler {
         lock(&self.inner.in_flight).len()
     }
 
+    /// The live scheduler nodes as this node last saw them in the registry (itself included), ascending; empty
+    /// before the first lease tick.
+    pub fn live_nodes(&self) -> Vec<String> {
+        let mut v: Vec<String> = lock(&self.inner.view).alive.iter().flatten().cloned().collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Starts the background loops (leases, due scanning, timer, pending-run queue, timeouts).
     ///
-    /// Acquires the shard leases first and resolves runs this node left `dispatching` (see the crate docs), so
-    /// when it returns the node holds its shards. Calling it again while running is a no-op; after
+    /// Joins the cluster (registers this node; see the crate docs for the checks) and acquires its shard leases,
+    /// so when it returns the node holds its shards; runs left `dispatching` in them by this node or by a dead node
+    /// are resolved in the background. Calling it again while running is a no-op; after
     /// [`shutdown`](Self::shutdown) it fails with [`CoreError::ShuttingDown`].
     pub async fn start(&self) -> CoreResult<()> {
         {
@@ -202,7 +224,11 @@ impl Scheduler {
             return Err(CoreError::Store(e));
         }
         let inner = &self.inner;
-        inner.maintain_leases().await;
+        if let Err(e) = inner.join_cluster().await {
+            *lock(&self.inner.lifecycle) = Lifecycle::New;
+            return Err(e);
+        }
+        inner.maintain_leases(true).await;
         let i = inner.clone();
         inner.tracker.spawn(async move { i.lease_loop().await });
         let i = inner.clone();
@@ -246,6 +272,11 @@ impl Scheduler {
             if let Err(e) = inner.store.release_lease(&lease).await {
                 tracing::debug!(shard = lease.shard, error = %e, "could not release lease");
             }
+        }
+        if was == Lifecycle::Running
+            && let Err(e) = inner.store.deregister_node(&inner.config.node_id).await
+        {
+            tracing::debug!(error = %e, "could not deregister this node");
         }
         if was == Lifecycle::Running {
             tracing::info!(node = %inner.config.node_id, "scheduler stopped");
@@ -430,35 +461,185 @@ impl Scheduler {
 // -------------------------------------------------------------------------------------------------------------
 
 impl Inner {
-    /// Renews held leases, acquires missing desired ones, releases undesired ones.
-    async fn maintain_leases(self: &Arc<Self>) {
+    /// This node's registration, as written to the node registry.
+    fn registration(&self) -> NodeRegistration {
         let cfg = &self.config;
-        let desired = desired_shards(cfg.shard_count);
-        let desired_set: HashSet<u32> = desired.iter().copied().collect();
-        for shard in desired {
-            if self.stop.is_cancelled() {
-                return;
-            }
+        NodeRegistration {
+            id: cfg.node_id.clone(),
+            kind: NodeKind::Scheduler,
+            service: CLUSTER_SERVICE.to_string(),
+            address: cfg.public_url.clone().unwrap_or_default(),
+            protocol: "http".to_string(),
+            labels: membership::labels(&self.instance, cfg.shard_count),
+            weight: 1,
+            capacity: u32::try_from(cfg.max_in_flight).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Checks that this node may join the store's cluster, then registers it.
+    ///
+    /// * A live node with another shard count: error (tasks would hash differently).
+    /// * A store without cluster support (SQLite) and another live scheduler node: error.
+    /// * A live registration of this node id by another process: a predecessor that died (kill -9) within the
+    ///   last lease TTL, or a second process started with the same id. Wait for it to expire (at most two TTLs);
+    ///   if it keeps heartbeating, error.
+    async fn join_cluster(self: &Arc<Self>) -> CoreResult<()> {
+        let cfg = &self.config;
+        let deadline = tokio::time::Instant::now() + cfg.lease_ttl * 2 + Duration::from_millis(500);
+        loop {
             let now = now();
-            match self.leases.get(shard) {
-                Some(lease) => match self.store.renew_lease(&lease, cfg.lease_ttl, now).await {
-                    Ok(l) => {
-                        self.leases.put(l);
+            let filter = NodeFilter {
+                kind: Some(NodeKind::Scheduler),
+                service: Some(CLUSTER_SERVICE.to_string()),
+                alive_at: Some(now),
+            };
+            let live = self.store.list_nodes(&filter).await?;
+            let mut same_id: Option<&NodeRecord> = None;
+            for n in &live {
+                let shards = n.labels.get(LABEL_SHARDS).and_then(|v| v.parse::<u32>().ok());
+                if shards.is_some_and(|c| c != cfg.shard_count) {
+                    return Err(CoreError::InvalidArgument {
+                        field: "shard_count".into(),
+                        reason: format!(
+                            "this node has {} shards but the live scheduler node {} has {}; every node sharing a \
+                             store must use the same shard count",
+                            cfg.shard_count,
+                            n.id,
+                            shards.unwrap_or_default()
+                        ),
+                    });
+                }
+                if n.id == cfg.node_id {
+                    if n.labels.get(LABEL_INSTANCE) != Some(&self.instance) {
+                        same_id = Some(n);
                     }
-                    Err(StoreError::Fenced { .. }) => self.lose_shard(shard, lease.epoch),
-                    Err(e) => tracing::warn!(shard, error = %e, "could not renew shard lease"),
-                },
-                None => match self.store.acquire_lease(shard, &cfg.node_id, cfg.lease_ttl, now).await {
-                    Ok(Some(l)) => {
-                        if self.leases.put(l) {
-                            self.on_shard_acquired(shard).await;
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(shard, error = %e, "could not acquire shard lease"),
-                },
+                } else if !self.store.supports_cluster() {
+                    return Err(CoreError::InvalidArgument {
+                        field: "database_url".into(),
+                        reason: format!(
+                            "the {} store supports a single scheduler node, and node {} is running against it \
+                             (use PostgreSQL or MySQL for a cluster)",
+                            self.store.backend_name(),
+                            n.id
+                        ),
+                    });
+                }
+            }
+            let Some(other) = same_id else { break };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(CoreError::Conflict(format!(
+                    "node id {} is in use by a live scheduler node (last heartbeat {}); give this node another id",
+                    cfg.node_id, other.last_heartbeat_at
+                )));
+            }
+            let wait =
+                (other.expires_at - now).to_std().unwrap_or_default().min(cfg.lease_ttl) + Duration::from_millis(50);
+            tracing::info!(
+                node = %cfg.node_id,
+                expires_at = %other.expires_at,
+                "a previous process of this node id is still registered; waiting for its registration to expire"
+            );
+            tokio::time::sleep(wait).await;
+        }
+        self.store.register_node(self.registration(), cfg.lease_ttl, now()).await?;
+        Ok(())
+    }
+
+    /// Heartbeats this node's registration (re-registering it if it was pruned) and re-reads the live scheduler
+    /// nodes. Returns the shards this node should hold, or `None` when the registry could not be read (then the
+    /// lease tick only renews what is held).
+    async fn refresh_membership(self: &Arc<Self>) -> Option<Vec<u32>> {
+        let cfg = &self.config;
+        let now = now();
+        match self.store.heartbeat_node(&cfg.node_id, cfg.lease_ttl, now).await {
+            Ok(rec) => {
+                if rec.labels.get(LABEL_INSTANCE) != Some(&self.instance) {
+                    tracing::error!(
+                        node = %cfg.node_id,
+                        "another process registered this node id; two nodes with one id share its leases"
+                    );
+                }
+            }
+            Err(StoreError::NotFound { .. }) => {
+                if let Err(e) = self.store.register_node(self.registration(), cfg.lease_ttl, now).await {
+                    tracing::warn!(error = %e, "could not register this node");
+                    return None;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not heartbeat this node's registration");
+                return None;
             }
         }
+        if !self.store.supports_cluster() {
+            lock(&self.view).alive = Some(HashSet::from([cfg.node_id.clone()]));
+            return Some((0..cfg.shard_count.max(1)).collect());
+        }
+        let filter = NodeFilter {
+            kind: Some(NodeKind::Scheduler),
+            service: Some(CLUSTER_SERVICE.to_string()),
+            alive_at: Some(now),
+        };
+        let nodes = match self.store.list_nodes(&filter).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list the scheduler nodes");
+                return None;
+            }
+        };
+        let alive: HashSet<String> = nodes.iter().map(|n| n.id.clone()).chain([cfg.node_id.clone()]).collect();
+        // Draining nodes keep their runs (they are alive) but get no shards.
+        let mut active: Vec<&str> =
+            nodes.iter().filter(|n| n.state == NodeState::Active).map(|n| n.id.as_str()).collect();
+        if !active.contains(&cfg.node_id.as_str()) {
+            active.push(&cfg.node_id);
+        }
+        let desired = membership::shards_for(&cfg.node_id, &active, cfg.shard_count);
+        let changed = {
+            let mut view = lock(&self.view);
+            let changed = view.alive.as_ref() != Some(&alive);
+            view.alive = Some(alive);
+            changed
+        };
+        if changed {
+            let mut ids: Vec<&str> = active.clone();
+            ids.sort_unstable();
+            tracing::info!(node = %cfg.node_id, nodes = ?ids, shards = desired.len(), "scheduler cluster changed");
+        }
+        Some(desired)
+    }
+
+    /// One lease tick: renew the held leases (one store call) first, so nothing else can delay it; then heartbeat
+    /// and read the membership, release the shards another node should now hold and acquire the ones this node
+    /// should hold and lacks (awaited when `wait`, at start; otherwise in the background). Work on newly acquired
+    /// shards (resolving orphaned dispatches, the first scan) runs in the background, never in this loop.
+    async fn maintain_leases(self: &Arc<Self>, wait: bool) {
+        let cfg = &self.config;
+        let held: Vec<rota_store::Lease> =
+            self.leases.shards().into_iter().filter_map(|s| self.leases.get(s)).collect();
+        if !held.is_empty() {
+            match self.store.renew_leases(&held, cfg.lease_ttl, now()).await {
+                Ok(results) => {
+                    for (lease, r) in held.iter().zip(results) {
+                        match r {
+                            Ok(l) => {
+                                self.leases.put(l);
+                            }
+                            Err(StoreError::Fenced { .. }) => self.lose_shard(lease.shard, lease.epoch),
+                            Err(e) => tracing::warn!(shard = lease.shard, error = %e, "could not renew shard lease"),
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, leases = held.len(), "could not renew shard leases"),
+            }
+        }
+        let desired = self.refresh_membership().await;
+        if self.stop.is_cancelled() {
+            return;
+        }
+        let Some(desired) = desired else { return };
+        let desired_set: HashSet<u32> = desired.iter().copied().collect();
+        // Give up shards another node should hold first, so it can take them at its next tick.
         for shard in self.leases.shards() {
             if !desired_set.contains(&shard)
                 && let Some(lease) = self.leases.get(shard)
@@ -469,23 +650,94 @@ impl Inner {
                 }
             }
         }
+        let missing: Vec<u32> = {
+            let mut acquiring = lock(&self.acquiring);
+            desired.into_iter().filter(|s| !self.leases.holds(*s) && acquiring.insert(*s)).collect()
+        };
+        if missing.is_empty() {
+            return;
+        }
+        let this = self.clone();
+        let acquire = async move { this.acquire_shards(missing).await };
+        if wait {
+            acquire.await;
+        } else {
+            // Off the renewal path: a lease row locked by a stalled node's transaction must not delay renewals.
+            self.tracker.spawn(acquire);
+        }
     }
 
-    /// A shard became ours: resolve runs this node left `dispatching` in it (a crash or restart), so none is
-    /// silently dropped. The next scan loads its due tasks and pending runs.
+    /// Tries to acquire `shards` (a few at a time); each one acquired is set up in the background.
+    async fn acquire_shards(self: Arc<Self>, shards: Vec<u32>) {
+        let slots = Arc::new(Semaphore::new(8));
+        let mut set = tokio::task::JoinSet::new();
+        for shard in shards {
+            let this = self.clone();
+            let slots = slots.clone();
+            set.spawn(async move {
+                let _permit = slots.acquire_owned().await;
+                let cfg = &this.config;
+                if !this.stop.is_cancelled() {
+                    match this.store.acquire_lease(shard, &cfg.node_id, cfg.lease_ttl, now()).await {
+                        Ok(Some(l)) => {
+                            if this.leases.put(l) {
+                                let t = this.clone();
+                                this.tracker.spawn(async move { t.on_shard_acquired(shard).await });
+                            }
+                        }
+                        Ok(None) => {} // still held by its previous owner; it releases it or its lease expires
+                        Err(e) => tracing::warn!(shard, error = %e, "could not acquire shard lease"),
+                    }
+                }
+                lock(&this.acquiring).remove(&shard);
+            });
+        }
+        while set.join_next().await.is_some() {}
+    }
+
+    /// A shard became ours: resolve runs left `dispatching` in it by this node (a crash or restart) or by a node
+    /// that is no longer alive (a failover), so none is silently dropped; then scan it at once, so its due tasks,
+    /// missed fires and pending runs are picked up without waiting for the scan loop.
     async fn on_shard_acquired(self: &Arc<Self>, shard: u32) {
         tracing::debug!(shard, "shard lease acquired");
-        let runs = match self.store.active_runs(shard, &[RunState::Dispatching], self.config.scan_limit).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(shard, error = %e, "could not list dispatching runs");
-                return;
+        match self.store.active_runs(shard, &[RunState::Dispatching], self.config.scan_limit).await {
+            Ok(runs) => {
+                for run in runs {
+                    if let Some(reason) = self.orphaned_dispatch(&run) {
+                        self.resolve_stuck(run, RunState::Dispatching, &reason).await;
+                    }
+                }
             }
-        };
-        for run in runs {
-            if run.owner.as_deref() == Some(self.config.node_id.as_str()) && !self.is_in_flight(run.id) {
-                self.resolve_stuck(run, RunState::Dispatching, "scheduler restarted during dispatch").await;
+            Err(e) => tracing::warn!(shard, error = %e, "could not list dispatching runs"),
+        }
+        if !self.stop.is_cancelled() && self.leases.holds(shard) {
+            self.scan_shard(shard).await;
+        }
+    }
+
+    /// Why a `dispatching` run of a held shard has nobody dispatching it, or `None` if somebody may still be:
+    /// this node's own run not in flight here (it restarted), or a run of a scheduler node that is not alive.
+    /// A live node's dispatch is left alone until its deadline (the sweeper), even after the shard moved: its
+    /// outcome is still coming, and resolving it early would run the work twice.
+    pub(crate) fn orphaned_dispatch(&self, run: &RunRecord) -> Option<String> {
+        if self.is_in_flight(run.id) {
+            return None;
+        }
+        match run.owner.as_deref() {
+            Some(o) if o == self.config.node_id => Some("scheduler restarted during dispatch".to_string()),
+            _ => self.dead_owner(run),
+        }
+    }
+
+    /// For a run of another scheduler node that is not alive (or of no node): why nobody dispatches it.
+    fn dead_owner(&self, run: &RunRecord) -> Option<String> {
+        match run.owner.as_deref() {
+            Some(o) if o == self.config.node_id => None,
+            Some(o) if !lock(&self.view).is_alive(o) => {
+                Some(format!("scheduler node {o} stopped during the dispatch (its shard was taken over)"))
             }
+            Some(_) => None,
+            None => Some("dispatching run without an owner".to_string()),
         }
     }
 
@@ -504,7 +756,7 @@ impl Inner {
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => return,
-                _ = tick.tick() => self.maintain_leases().await,
+                _ = tick.tick() => self.maintain_leases(false).await,
             }
         }
     }
@@ -560,16 +812,28 @@ impl Inner {
         match self.store.active_runs(shard, &[RunState::Running, RunState::Dispatching], limit).await {
             Ok(runs) => {
                 for r in runs {
-                    if self.is_in_flight(r.id) || r.next_attempt_at.is_none_or(|d| d > now) {
+                    if self.is_in_flight(r.id) {
                         continue;
                     }
+                    let past_deadline = r.next_attempt_at.is_some_and(|d| d <= now);
                     match r.state {
-                        RunState::Running => {
+                        RunState::Running if past_deadline => {
                             self.resolve_stuck(r, RunState::Running, "").await;
                         }
-                        // A dispatch of ours whose outcome was never recorded (e.g. the store failed meanwhile).
-                        RunState::Dispatching if r.owner.as_deref() == Some(self.config.node_id.as_str()) => {
-                            self.resolve_stuck(r, RunState::Dispatching, "the dispatch was interrupted").await;
+                        RunState::Dispatching => {
+                            // A dispatch of a node that died (failover), or one whose outcome was never recorded
+                            // by the time its deadline passed (e.g. the store failed meanwhile, or its node hangs).
+                            let reason = self.dead_owner(&r).or_else(|| {
+                                past_deadline.then(|| match r.owner.as_deref() {
+                                    Some(o) if o != self.config.node_id => {
+                                        format!("the dispatch by scheduler node {o} did not finish by its deadline")
+                                    }
+                                    _ => "the dispatch was interrupted".to_string(),
+                                })
+                            });
+                            if let Some(reason) = reason {
+                                self.resolve_stuck(r, RunState::Dispatching, &reason).await;
+                            }
                         }
                         _ => {}
                     }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use chrono::Utc;
 use common::*;
 use rota_store::{
-    AttemptState, InsertRun, NewAttempt, NewRun, Precondition, RunPatch, RunRecord, RunState, Store, Transition,
-    TriggerKind, truncate_millis,
+    AttemptState, InsertRun, NewAttempt, NewRun, NodeKind, NodeRegistration, Precondition, RunPatch, RunRecord,
+    RunState, Store, Transition, TriggerKind, truncate_millis,
 };
 use rota_store_sql::testing::Backend;
 use serde_json::{Map, json};
@@ -21,6 +21,9 @@ backend_tests!(
     shutdown_waits_for_in_flight_dispatches,
     shutdown_after_grace_records_the_interrupted_attempt,
     leases_are_held_and_released,
+    dispatch_of_a_dead_node_is_taken_over,
+    dispatch_of_a_live_node_is_left_alone,
+    nodes_split_the_shards_and_take_over_on_leave,
 );
 
 async fn until_state(store: &Arc<dyn Store>, run_id: i64, state: RunState) -> RunRecord {
@@ -249,11 +252,16 @@ async fn leases_are_held_and_released(backend: Backend) {
     let leases = store.list_leases().await.unwrap();
     assert_eq!(leases.len(), 4);
     assert!(leases.iter().all(|l| l.owner == "node-1" && l.expires_at > Utc::now()));
-    // Another node cannot take them while they are held.
     let other = scheduler(&store, &exec, config("node-2"));
-    other.start().await.unwrap();
-    assert!(other.held_shards().is_empty());
-    other.shutdown().await;
+    if store.supports_cluster() {
+        // Another node cannot take them while they are held (it gets its share once node-1 lets go).
+        other.start().await.unwrap();
+        assert!(other.held_shards().is_empty());
+        other.shutdown().await;
+    } else {
+        let err = other.start().await.expect_err("a second node on a single-node store");
+        assert!(err.to_string().contains("supports a single scheduler node"), "{err}");
+    }
     sched.shutdown().await;
     // Released: a new node takes them at once, at a higher epoch.
     let third = scheduler(&store, &exec, config("node-3"));
@@ -265,4 +273,113 @@ async fn leases_are_held_and_released(backend: Backend) {
         assert!(new.epoch > old.epoch);
     }
     third.shutdown().await;
+}
+
+/// Registers a scheduler node that then "dies": its registration expires at once.
+async fn dead_node(store: &Arc<dyn Store>, id: &str) {
+    let reg = NodeRegistration {
+        id: id.into(),
+        kind: NodeKind::Scheduler,
+        service: rota_core::membership::CLUSTER_SERVICE.into(),
+        address: String::new(),
+        protocol: "http".into(),
+        labels: Default::default(),
+        weight: 1,
+        capacity: 1,
+    };
+    store.register_node(reg, ms(1), Utc::now() - chrono::TimeDelta::seconds(60)).await.unwrap();
+}
+
+async fn dispatch_of_a_dead_node_is_taken_over(backend: Backend) {
+    let store = store(backend).await;
+    let exec = TestExecutor::succeeding();
+    let sched = scheduler(&store, &exec, config("node-1"));
+    let retrying = json!({"schedule": {"manual": true}, "retry": {"maxAttempts": 2, "backoff": {"initial": "100ms"}}});
+    sched.apply(task("orphan", retrying), Precondition::Any).await.unwrap();
+    sched.apply(task("orphan-once", json!({"schedule": {"manual": true}})), Precondition::Any).await.unwrap();
+    dead_node(&store, "node-gone").await;
+    let retried = crashed_dispatch(&store, &sched, "orphan", "node-gone").await;
+    let failed = crashed_dispatch(&store, &sched, "orphan-once", "node-gone").await;
+
+    sched.start().await.unwrap();
+    let done = until_state(&store, retried, RunState::Succeeded).await;
+    assert_eq!(done.attempts, 2, "re-dispatched by the retry policy");
+    let attempts = store.list_attempts(retried).await.unwrap();
+    let why = "scheduler node node-gone stopped during the dispatch (its shard was taken over)";
+    assert_eq!(attempts[0].error.as_deref(), Some(why));
+    let f = until_state(&store, failed, RunState::Failed).await;
+    assert_eq!(f.error.as_deref(), Some(why), "no attempts left: marked failed, not dropped");
+    assert!(exec.dispatches_of(failed).is_empty());
+    sched.shutdown().await;
+}
+
+async fn dispatch_of_a_live_node_is_left_alone(backend: Backend) {
+    let store = store(backend).await;
+    if !store.supports_cluster() {
+        return; // one node per store: there is no other live node
+    }
+    let exec = TestExecutor::succeeding();
+    let sched = scheduler(&store, &exec, config("node-1"));
+    sched.apply(task("elsewhere", json!({"schedule": {"manual": true}})), Precondition::Any).await.unwrap();
+    // node-2 is registered and alive (an hour-long registration) but holds no shard: it lost the run's shard in
+    // a rebalance while its dispatch is still in progress, and its outcome is still coming.
+    let reg = NodeRegistration {
+        id: "node-2".into(),
+        kind: NodeKind::Scheduler,
+        service: rota_core::membership::CLUSTER_SERVICE.into(),
+        address: String::new(),
+        protocol: "http".into(),
+        labels: Default::default(),
+        weight: 1,
+        capacity: 1,
+    };
+    store.register_node(reg, secs(3600), Utc::now()).await.unwrap();
+    let id = crashed_dispatch(&store, &sched, "elsewhere", "node-2").await;
+    sched.start().await.unwrap();
+    // node-1 holds the shard (node-2 never acquires any); let it tick and scan a few times.
+    assert!(sched.held_shards().contains(&sched.shard_of("test", "elsewhere")));
+    tokio::time::sleep(ms(1500)).await;
+    assert_eq!(run(&store, id).await.state, RunState::Dispatching, "a live node's dispatch is not taken over");
+    // node-2 dies (its registration is gone): the holder of the shard resolves the dispatch.
+    store.deregister_node("node-2").await.unwrap();
+    let f = until_state(&store, id, RunState::Failed).await;
+    assert!(f.error.as_deref().unwrap_or_default().contains("node-2 stopped during the dispatch"), "{f:?}");
+    sched.shutdown().await;
+}
+
+async fn nodes_split_the_shards_and_take_over_on_leave(backend: Backend) {
+    let store = store(backend).await;
+    if !store.supports_cluster() {
+        return;
+    }
+    let exec = TestExecutor::succeeding();
+    let cfg = |id: &str| {
+        let mut c = config(id);
+        c.shard_count = 8;
+        c.lease_ttl = ms(900);
+        c
+    };
+    let a = scheduler(&store, &exec, cfg("node-a"));
+    let b = scheduler(&store, &exec, cfg("node-b"));
+    a.start().await.unwrap();
+    assert_eq!(a.held_shards().len(), 8, "a lone node holds every shard");
+    b.start().await.unwrap();
+    eventually(secs(10), "the shards split 4/4", || {
+        let (ha, hb) = (a.held_shards(), b.held_shards());
+        async move { (ha.len() == 4 && hb.len() == 4 && ha.iter().all(|s| !hb.contains(s))).then_some(()) }
+    })
+    .await;
+    assert_eq!(a.live_nodes(), ["node-a", "node-b"]);
+    // Every shard is held by exactly one node in the store too.
+    let leases = store.list_leases().await.unwrap();
+    assert_eq!(leases.iter().filter(|l| l.owner == "node-a").count(), 4);
+    assert_eq!(leases.iter().filter(|l| l.owner == "node-b").count(), 4);
+    b.shutdown().await;
+    eventually(secs(10), "node-a takes node-b's shards", || {
+        let n = a.held_shards().len();
+        async move { (n == 8).then_some(()) }
+    })
+    .await;
+    assert_eq!(a.live_nodes(), ["node-a"]);
+    a.shutdown().await;
 }

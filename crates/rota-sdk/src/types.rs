@@ -303,6 +303,72 @@ pub struct LogPage {
     pub next_after: i64,
 }
 
+wire_enum!(
+    /// The registry state of a scheduler node.
+    NodeState {
+        Active => "active",
+        Draining => "draining",
+    }
+);
+
+/// One scheduler node of [`ClusterView`]: its registry row (when it has one) and the shard leases it holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterNodeView {
+    /// The node id (also the owner name of its leases).
+    pub id: String,
+    /// Its public URL; empty when it has none or is not registered.
+    #[serde(default)]
+    pub address: String,
+    /// Whether the node has a row in the node registry (`false`: it holds live leases without one).
+    #[serde(default)]
+    pub registered: bool,
+    /// Registry state; absent when not registered.
+    #[serde(default)]
+    pub state: Option<NodeState>,
+    /// Registered nodes: the registration has not expired. Unregistered lease holders count as alive.
+    #[serde(default)]
+    pub alive: bool,
+    #[serde(default)]
+    pub registered_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+    /// When the registration expires unless heartbeated.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The shards the node holds a live lease on, ascending.
+    #[serde(default)]
+    pub shards: Vec<u32>,
+    #[serde(default)]
+    pub shards_held: u32,
+    /// The earliest expiry among its live leases; absent when it holds none.
+    #[serde(default)]
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// The largest delay, over its shards, of a task that is due and has not fired (0: none overdue).
+    #[serde(default)]
+    pub lag_ms: u64,
+}
+
+/// The scheduler cluster sharing the server's store (`GET /api/v1/cluster`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// The store backend (`sqlite`, `postgres`, `mysql`, …).
+    #[serde(default)]
+    pub backend: String,
+    /// Whether several scheduler nodes may share the store.
+    #[serde(default)]
+    pub supports_cluster: bool,
+    /// The number of shards tasks hash into.
+    pub shard_count: u32,
+    /// The instant the view was taken at (liveness, leases and lag are relative to it).
+    pub now: DateTime<Utc>,
+    /// Registered scheduler nodes and every holder of a live lease, by id.
+    #[serde(default)]
+    pub nodes: Vec<ClusterNodeView>,
+    /// Shards without a live lease, ascending.
+    #[serde(default)]
+    pub unowned_shards: Vec<u32>,
+}
+
 /// Answer of `/healthz` (`status: ok`) and `/readyz` (`status: ready`, with the store backend).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthView {

@@ -61,6 +61,15 @@ async fn every_method_against_the_real_api() {
     assert_eq!(rota.health().await.unwrap().status, "ok");
     assert_eq!(rota.ready().await.unwrap().store.as_deref(), Some("sqlite"));
 
+    // cluster: the one scheduler node holds every shard (the scheduler took its leases before start returned).
+    let cluster = rota.cluster().await.unwrap();
+    assert_eq!((cluster.backend.as_str(), cluster.supports_cluster), ("sqlite", false));
+    assert_eq!(cluster.unowned_shards, Vec::<u32>::new());
+    let node = cluster.nodes.iter().find(|n| n.shards_held > 0).expect("a lease holder");
+    assert_eq!(node.id, SchedulerConfig::default().node_id);
+    assert_eq!(node.shards, (0..cluster.shard_count).collect::<Vec<_>>());
+    assert!(node.alive && node.lease_expires_at.is_some_and(|t| t > cluster.now), "{node:?}");
+
     // apply: YAML text, JSON text, a typed task; created, then configured.
     let applied = rota.apply(doc("sdk", "one", &exec, "")).await.unwrap();
     assert!(applied.created);

@@ -90,6 +90,37 @@ impl LeaseStore for SqlStore {
         })
     }
 
+    async fn renew_leases(
+        &self,
+        leases: &[Lease],
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoreResult<Lease>>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let expires_at = expiry(truncate_millis(now), ttl)?;
+        // One transaction for all of them: a node renews every lease it holds each `lease_ttl / 3`.
+        write_tx!(self, |tx| {
+            let mut ex = tx.ex();
+            let mut out = Vec::with_capacity(leases.len());
+            for lease in leases {
+                let done = ex
+                    .execute(
+                        "UPDATE shard_leases SET expires_at = ? WHERE shard = ? AND owner = ? AND epoch = ?",
+                        args![expires_at, lease.shard, &lease.owner, lease.epoch],
+                    )
+                    .await?;
+                out.push(if done.rows == 0 {
+                    Err(StoreError::Fenced { shard: lease.shard, epoch: lease.epoch })
+                } else {
+                    Ok(Lease { expires_at, ..lease.clone() })
+                });
+            }
+            Ok(out)
+        })
+    }
+
     async fn release_lease(&self, lease: &Lease) -> StoreResult<()> {
         if lease.owner.is_empty() {
             return Err(StoreError::Fenced { shard: lease.shard, epoch: lease.epoch });

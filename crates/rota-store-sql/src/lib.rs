@@ -114,6 +114,18 @@ pub use migrate::SCHEMA_VERSION;
 
 use db::{Pools, backend, db_err};
 
+/// Session settings of every PostgreSQL connection. A scheduler node that stalls (paused, swapped out, cut off)
+/// in the middle of a transaction keeps its row locks until the server ends its session: `lock_timeout` makes the
+/// other nodes' statements give up waiting after 2 s (and retry) instead of queueing behind it, and
+/// `idle_in_transaction_session_timeout` ends such a session after 10 s, releasing its locks. Rota never keeps a
+/// transaction open across anything slower than a statement, so neither fires in normal operation.
+const SESSION_TIMEOUTS_PG: [(&str, &str); 2] = [("lock_timeout", "2s"), ("idle_in_transaction_session_timeout", "10s")];
+
+/// The same for MySQL/MariaDB: `innodb_lock_wait_timeout` (seconds), and `wait_timeout`, after which the server
+/// closes a connection idle for that long, rolling back its transaction (the pool checks connections before
+/// reuse and closes idle ones sooner).
+const SESSION_TIMEOUTS_MYSQL: &str = "SET SESSION innodb_lock_wait_timeout = 2, wait_timeout = 10";
+
 /// Tuning knobs of [`SqlStore::connect_with`].
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
@@ -214,7 +226,9 @@ impl SqlStore {
                 Pools::Sqlite(pool_opts.connect_with(opts).await.map_err(connect_err("SQLite"))?)
             }
             Dialect::Postgres => {
-                let opts = PgConnectOptions::from_str(url).map_err(|_| invalid_url("malformed PostgreSQL URL"))?;
+                let opts = PgConnectOptions::from_str(url)
+                    .map_err(|_| invalid_url("malformed PostgreSQL URL"))?
+                    .options(SESSION_TIMEOUTS_PG);
                 let pool = PgPoolOptions::new()
                     .max_connections(options.max_connections.unwrap_or(10))
                     .acquire_timeout(options.acquire_timeout)
@@ -232,9 +246,12 @@ impl SqlStore {
                 let pool = MySqlPoolOptions::new()
                     .max_connections(options.max_connections.unwrap_or(10))
                     .acquire_timeout(options.acquire_timeout)
+                    .idle_timeout(Duration::from_secs(5))
+                    .test_before_acquire(true)
                     .after_connect(|conn, _meta| {
                         Box::pin(async move {
                             conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;
+                            conn.execute(SESSION_TIMEOUTS_MYSQL).await?;
                             Ok(())
                         })
                     })

@@ -911,6 +911,28 @@ pub trait LeaseStore: Send + Sync {
     /// `Fenced` otherwise.
     async fn renew_lease(&self, lease: &Lease, ttl: std::time::Duration, now: DateTime<Utc>) -> StoreResult<Lease>;
 
+    /// Renews several leases at once, with [`renew_lease`](Self::renew_lease)'s semantics for each: one result per
+    /// lease, in order (`Fenced` for a lease the caller lost; the others are still renewed). The outer error is
+    /// for a failure of the whole call (e.g. the store is unreachable), after which nothing is known to be renewed.
+    /// A scheduler node renews all its leases with one call every `lease_ttl / 3`; backends should do it in one
+    /// round trip or transaction. The default calls `renew_lease` for each.
+    async fn renew_leases(
+        &self,
+        leases: &[Lease],
+        ttl: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoreResult<Lease>>> {
+        let mut out = Vec::with_capacity(leases.len());
+        for lease in leases {
+            match self.renew_lease(lease, ttl, now).await {
+                Ok(l) => out.push(Ok(l)),
+                Err(e @ StoreError::Fenced { .. }) => out.push(Err(e)),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
     /// Gives a lease up (it becomes free; the epoch is kept so the next holder gets a higher one). `Fenced` if the
     /// caller no longer holds it.
     async fn release_lease(&self, lease: &Lease) -> StoreResult<()>;

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use rota_sdk::{
-    Applied, Client, ClientError, ErrorDetail, LogLine, Params, RunFilter, RunState, RunView, TaskDocument, TaskFilter,
-    TaskView, split_documents,
+    Applied, Client, ClientError, ClusterView, ErrorDetail, LogLine, Params, RunFilter, RunState, RunView,
+    TaskDocument, TaskFilter, TaskView, split_documents,
 };
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::output::{self, Fields, Format, Table, cut, opt_time, time};
-use crate::{ApplyArgs, Command, DeleteCommand, GetCommand, LogsArgs, RunsArgs, ValidateArgs};
+use crate::{ApplyArgs, Command, DeleteCommand, GetCommand, GetNodesArgs, LogsArgs, RunsArgs, ValidateArgs};
 
 /// An error that has been printed already; only the exit code is left to set.
 #[derive(Debug)]
@@ -120,6 +120,7 @@ async fn execute(client: &Client, format: Format, command: Command) -> anyhow::R
             }
             print_task(&task)
         }
+        Command::Get(GetCommand::Nodes(args)) => nodes(client, format, &args).await,
         Command::Delete(DeleteCommand::Task(key)) => {
             let (ns, name) = task_key(&key.task)?;
             client.delete_task(&ns, &name).await?;
@@ -199,6 +200,72 @@ async fn pause_resume(client: &Client, format: Format, key: &str, pause: bool) -
     }
     println!("task {} {}", task.key(), if pause { "paused" } else { "resumed" });
     Ok(())
+}
+
+/// `rota get nodes [--schedulers]`: the scheduler cluster. Executor nodes join the listing with the execution
+/// cluster (`--executors`); today every listed node is a scheduler node, so the flag changes nothing.
+async fn nodes(client: &Client, format: Format, _args: &GetNodesArgs) -> anyhow::Result<()> {
+    let cluster = client.cluster().await?;
+    if format != Format::Table {
+        return output::print_data(format, &cluster);
+    }
+    print!("{}", nodes_table(&cluster));
+    Ok(())
+}
+
+/// The table of scheduler nodes and the line of unowned shards.
+fn nodes_table(cluster: &ClusterView) -> String {
+    let mut out = String::new();
+    if cluster.nodes.is_empty() {
+        out.push_str("no scheduler nodes\n");
+    } else {
+        let mut table = Table::new(["NODE", "ALIVE", "SHARDS", "LEASE EXPIRES", "LAG", "ADDRESS"]);
+        for n in &cluster.nodes {
+            let shards = if n.shards.is_empty() {
+                "0".to_string()
+            } else {
+                format!("{} ({})", n.shards_held, shard_ranges(&n.shards))
+            };
+            let address = match (n.registered, n.address.is_empty()) {
+                (false, _) => "(not registered)".to_string(),
+                (true, true) => "-".to_string(),
+                (true, false) => n.address.clone(),
+            };
+            table.row(vec![
+                n.id.clone(),
+                yes_no(n.alive),
+                cut(&shards, 40),
+                opt_time(n.lease_expires_at),
+                output::millis(n.lag_ms),
+                address,
+            ]);
+        }
+        out.push_str(&table.render());
+    }
+    let unowned = &cluster.unowned_shards;
+    out.push_str(&format!("unowned shards: {} of {}", unowned.len(), cluster.shard_count));
+    if !unowned.is_empty() {
+        out.push_str(&format!(" ({})", cut(&shard_ranges(unowned), 80)));
+    }
+    out.push('\n');
+    out
+}
+
+/// Ascending shard numbers as ranges: `0-3,7,9-10`.
+fn shard_ranges(shards: &[u32]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < shards.len() {
+        let start = shards[i];
+        let mut end = start;
+        while i + 1 < shards.len() && shards[i + 1] == end + 1 {
+            end = shards[i + 1];
+            i += 1;
+        }
+        parts.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
+        i += 1;
+    }
+    parts.join(",")
 }
 
 fn yes_no(b: bool) -> String {
@@ -586,6 +653,36 @@ pub fn validate(args: &ValidateArgs, format: Format) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_tables_show_shards_lag_and_unowned_shards() {
+        assert_eq!(shard_ranges(&[0, 1, 2, 3, 7, 9, 10]), "0-3,7,9-10");
+        assert_eq!(shard_ranges(&[]), "");
+        let cluster: ClusterView = serde_json::from_value(serde_json::json!({
+            "backend": "postgres", "supports_cluster": true, "shard_count": 8, "now": "2026-01-01T00:00:00Z",
+            "nodes": [
+                {"id": "a", "address": "http://a:7070", "registered": true, "state": "active", "alive": true,
+                 "shards": [0, 1, 2, 4], "shards_held": 4, "lease_expires_at": "2026-01-01T00:00:05Z",
+                 "lag_ms": 1500},
+                {"id": "b", "address": "", "registered": true, "state": "active", "alive": false,
+                 "shards": [], "shards_held": 0, "lease_expires_at": null, "lag_ms": 0},
+                {"id": "c", "address": "", "registered": false, "state": null, "alive": true,
+                 "shards": [3], "shards_held": 1, "lease_expires_at": "2026-01-01T00:00:07Z", "lag_ms": 0}
+            ],
+            "unowned_shards": [5, 6, 7]
+        }))
+        .unwrap();
+        assert_eq!(
+            nodes_table(&cluster),
+            "NODE   ALIVE   SHARDS      LEASE EXPIRES          LAG    ADDRESS\n\
+             a      yes     4 (0-2,4)   2026-01-01T00:00:05Z   1.5s   http://a:7070\n\
+             b      no      0           -                      0ms    -\n\
+             c      yes     1 (3)       2026-01-01T00:00:07Z   0ms    (not registered)\n\
+             unowned shards: 3 of 8 (5-7)\n"
+        );
+        let empty = ClusterView { nodes: Vec::new(), unowned_shards: (0..8).collect(), ..cluster };
+        assert_eq!(nodes_table(&empty), "no scheduler nodes\nunowned shards: 8 of 8 (0-7)\n");
+    }
 
     #[test]
     fn task_keys() {

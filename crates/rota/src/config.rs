@@ -54,7 +54,8 @@ pub struct ServerArgs {
     /// How often the due index and the pending-run queue are scanned [default: 1s].
     #[arg(long, env = "ROTA_SCAN_INTERVAL", value_name = "DURATION", help_heading = "Tuning")]
     pub scan_interval: Option<String>,
-    /// Shard lease time-to-live [default: 10s].
+    /// Shard lease time-to-live; also the registration TTL of the node. Bounds failover: a dead node's shards are
+    /// taken over about `lease-ttl + lease-ttl/3 + one scan` after its last renewal [default: 3s].
     #[arg(long, env = "ROTA_LEASE_TTL", value_name = "DURATION", help_heading = "Tuning")]
     pub lease_ttl: Option<String>,
     /// Attempt timeout of tasks whose spec sets none [default: 1h].

@@ -81,6 +81,23 @@ pub enum GetCommand {
     Tasks(GetTasksArgs),
     /// Show one task and its document.
     Task(TaskKeyArg),
+    /// List the nodes of the cluster: the scheduler nodes sharing the store, the shards each holds (lease expiry,
+    /// lag) and the shards nobody holds.
+    #[command(long_about = "List the nodes of the cluster.\n\n\
+        Today this lists the scheduler nodes sharing the server's store: whether each is alive, the shards it holds, \
+        when its earliest lease expires, how far behind it is (the oldest overdue task of its shards) and its \
+        address, then the shards nobody holds. A node that holds leases without a registry row is shown as \
+        `(not registered)`.\n\n\
+        Executor nodes are listed once the execution cluster lands (`--executors`); until then `rota get nodes` \
+        and `rota get nodes --schedulers` print the same.")]
+    Nodes(GetNodesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GetNodesArgs {
+    /// Only scheduler nodes (today every listed node is one; executor nodes come with the execution cluster).
+    #[arg(long)]
+    pub schedulers: bool,
 }
 
 #[derive(Debug, Args)]
@@ -200,6 +217,11 @@ mod tests {
         let cli = Cli::try_parse_from(["rota", "-o", "yaml", "trigger", "a/b", "--param", "x=1", "-p", "y=z"]).unwrap();
         match cli.command {
             Command::Trigger(t) => assert_eq!(t.params, ["x=1", "y=z"]),
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["rota", "get", "nodes", "--schedulers", "-o", "json"]).unwrap();
+        match cli.command {
+            Command::Get(GetCommand::Nodes(n)) => assert!(n.schedulers),
             other => panic!("{other:?}"),
         }
     }

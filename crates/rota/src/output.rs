@@ -110,7 +110,11 @@ pub fn opt_time(t: Option<DateTime<Utc>>) -> String {
 
 /// The length of an interval: `850ms`, `12.3s`, `4m05s`, `2h03m`.
 pub fn duration(from: DateTime<Utc>, to: DateTime<Utc>) -> String {
-    let ms = (to - from).num_milliseconds().max(0);
+    millis(u64::try_from((to - from).num_milliseconds()).unwrap_or(0))
+}
+
+/// A number of milliseconds as [`duration`] prints it.
+pub fn millis(ms: u64) -> String {
     match ms {
         0..1_000 => format!("{ms}ms"),
         1_000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),

@@ -269,3 +269,55 @@ async fn failing_runs_show_their_errors() {
     let out = rota(url, &["run", &id.to_string()]).await;
     assert!(out.ok().contains("asked to fail"), "{}", out.stdout);
 }
+
+/// `rota get nodes --schedulers` against a real server. The server's node registers itself in the store's node
+/// registry as the cluster contract says, so the test waits (10 s at most) until the API lists it as registered.
+#[tokio::test(flavor = "multi_thread")]
+async fn get_nodes_lists_the_scheduler_node_and_its_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&["--data-dir", data.to_str().unwrap(), "--node-id", "cli-node", "--shards", "8"]);
+    let url = server.url.as_str();
+
+    let cluster =
+        eventually("node cli-node registered in `rota get nodes -o json`", Duration::from_secs(10), || async {
+            let cluster = rota(url, &["get", "nodes", "--schedulers", "-o", "json"]).await.json();
+            let registered = cluster["nodes"]
+                .as_array()
+                .is_some_and(|nodes| nodes.iter().any(|n| n["id"] == "cli-node" && n["registered"] == true));
+            registered.then_some(cluster)
+        })
+        .await;
+    assert_eq!(cluster["backend"], "sqlite");
+    assert_eq!(cluster["shard_count"], 8);
+    assert_eq!(cluster["unowned_shards"], serde_json::json!([]), "{cluster:#}");
+    let nodes = cluster["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{cluster:#}");
+    let node = &nodes[0];
+    assert_eq!(node["id"], "cli-node");
+    assert_eq!(node["alive"], true);
+    assert_eq!(node["address"], url);
+    assert_eq!(node["shards"], serde_json::json!([0, 1, 2, 3, 4, 5, 6, 7]));
+    assert_eq!(node["shards_held"], 8);
+    assert!(node["lease_expires_at"].is_string(), "{node:#}");
+
+    // The table: one row per node, then the unowned shards.
+    let out = rota(url, &["get", "nodes", "--schedulers"]).await;
+    let lines: Vec<&str> = out.ok().lines().collect();
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    let header = lines[0];
+    assert!(header.starts_with("NODE       ALIVE   SHARDS    LEASE EXPIRES          LAG "), "{}", out.stdout);
+    assert!(header.ends_with("   ADDRESS"), "{}", out.stdout);
+    let row = lines[1];
+    assert!(row.starts_with("cli-node   yes     8 (0-7)   20"), "{}", out.stdout);
+    assert!(row.ends_with(&format!("   {url}")), "{}", out.stdout);
+    assert_eq!(lines[2], "unowned shards: 0 of 8");
+
+    // Without --schedulers the same listing (executor nodes join it with the execution cluster).
+    let out = rota(url, &["get", "nodes"]).await;
+    let lines: Vec<&str> = out.ok().lines().collect();
+    assert_eq!((lines.len(), lines[0]), (3, header), "{}", out.stdout);
+    assert!(lines[1].starts_with("cli-node   yes     8 (0-7)"), "{}", out.stdout);
+    let help = rota_offline(&["get", "nodes", "--help"]).await;
+    assert!(help.ok().contains("Executor nodes are listed once the execution cluster lands"), "{}", help.stdout);
+}

@@ -67,10 +67,22 @@ impl Server {
     }
 
     pub async fn start_with(config: ApiConfig) -> Server {
+        Server::launch(config, true).await
+    }
+
+    /// A server whose scheduler is never started: it takes no leases and registers nothing, so a test can play
+    /// the cluster through the store itself.
+    pub async fn start_idle() -> Server {
+        Server::launch(ApiConfig::default(), false).await
+    }
+
+    async fn launch(config: ApiConfig, start_scheduler: bool) -> Server {
         let store = Arc::new(rota_store_sql::testing::fresh_sqlite().await);
         let executor = Arc::new(ScriptedExecutor::default());
         let scheduler = Scheduler::new(store.clone(), executor.clone(), scheduler_config());
-        scheduler.start().await.expect("the scheduler starts");
+        if start_scheduler {
+            scheduler.start().await.expect("the scheduler starts");
+        }
         let state = ApiState { scheduler: scheduler.clone(), store: store.clone(), config };
         let app = rota_api::router(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");

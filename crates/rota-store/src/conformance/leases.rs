@@ -136,3 +136,23 @@ pub async fn lease_list<S: Store>(store: S) {
     assert_eq!(leases[2], l7b, "the row shows the current holder");
     assert!(l7b.epoch > l7.epoch);
 }
+
+/// `renew_leases` renews each lease still held at its epoch and reports `Fenced` for the others, in order; the
+/// lost ones stay with their new holder.
+pub async fn lease_renew_many<S: Store>(store: S) {
+    let a1 = acquire(&store, 1, "a", secs(10), t0()).await;
+    let a2 = acquire(&store, 2, "a", secs(10), t0()).await;
+    let a3 = acquire(&store, 3, "a", secs(10), t0()).await;
+    // Shard 2 expires and is taken by b; a still believes it holds it.
+    let b2 = acquire(&store, 2, "b", secs(10), ts(10)).await;
+    let out = store.renew_leases(&[a1.clone(), a2.clone(), a3.clone()], secs(20), ts(10)).await.must("renew_leases");
+    assert_eq!(out.len(), 3, "one result per lease");
+    let r1 = out[0].as_ref().expect("shard 1 is still a's (expired but not taken)");
+    assert_eq!((r1.shard, r1.epoch, r1.expires_at), (1, a1.epoch, ts(30)));
+    assert!(matches!(out[1], Err(StoreError::Fenced { shard: 2, .. })), "shard 2 was taken: {:?}", out[1]);
+    let r3 = out[2].as_ref().expect("shard 3 is still a's");
+    assert_eq!((r3.shard, r3.expires_at), (3, ts(30)));
+    let leases = store.list_leases().await.must("list_leases");
+    assert_eq!(leases.iter().find(|l| l.shard == 2), Some(&b2), "the lost lease is untouched");
+    assert!(store.renew_leases(&[], secs(20), ts(11)).await.must("renew nothing").is_empty());
+}

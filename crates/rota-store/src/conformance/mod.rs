@@ -185,6 +185,7 @@ macro_rules! __rota_conformance_cases {
             lease_held_blocks_others_until_expiry
             lease_reacquire_keeps_epoch
             lease_renew
+            lease_renew_many
             lease_release
             lease_list
             // fencing

@@ -128,6 +128,21 @@ impl Server {
         self.child.as_ref().expect("running").id()
     }
 
+    /// Sends `signal` (`KILL`, `STOP`, `CONT`, …) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid();
+        let ok = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+        assert!(ok.expect("run kill").success(), "kill -{signal} {pid} failed");
+    }
+
+    /// `kill -9`, then reaps the process.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Sends SIGTERM and waits (up to `timeout`) for the process to exit.
     pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
         let pid = self.pid();
