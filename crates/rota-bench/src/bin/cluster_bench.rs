@@ -107,10 +107,10 @@ struct Args {
     /// How long to observe after the kill (instants scheduled in [kill, kill + this) are checked).
     #[arg(long, default_value_t = 30)]
     after_kill: u64,
-    /// `--lease-ttl` of the servers (their default when unset: 10s).
+    /// `--lease-ttl` of the servers (when unset, their default).
     #[arg(long)]
     lease_ttl: Option<String>,
-    /// `--scan-interval` of the servers (their default when unset: 1s).
+    /// `--scan-interval` of the servers (when unset, their default).
     #[arg(long)]
     scan_interval: Option<String>,
     /// Shards (`--shards` of the servers).
@@ -983,19 +983,20 @@ async fn main() -> Result<()> {
     let mut ratios = Vec::new();
     if let Some(first) = phases.first() {
         for p in phases.iter().skip(1) {
+            // No ratio to a zero (e.g. a first configuration that delivered nothing).
+            let ratio = |a: f64, b: f64| if b > 0.0 { Some(a / b) } else { None };
+            let show = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.2}"));
+            let (fr, cr, lr) = (ratio(rate(p), rate(first)), ratio(cpu(p), cpu(first)), ratio(p99(p), p99(first)));
             let r = json!({
-                "nodes": p["nodes"], "to_nodes": first["nodes"],
-                "fires_per_s": rate(p) / rate(first).max(1e-9),
-                "nodes_cpu": cpu(p) / cpu(first).max(1e-9),
-                "lag_p99": p99(p) / p99(first).max(1e-9),
+                "nodes": p["nodes"], "to_nodes": first["nodes"], "fires_per_s": fr, "nodes_cpu": cr, "lag_p99": lr,
             });
             println!(
-                "  {} / {} node(s): fires/s {:.2}, CPU of all nodes {:.2}, lag p99 {:.2}",
+                "  {} / {} node(s): fires/s {}, CPU of all nodes {}, lag p99 {}",
                 p["nodes"],
                 first["nodes"],
-                r["fires_per_s"].as_f64().unwrap_or(0.0),
-                r["nodes_cpu"].as_f64().unwrap_or(0.0),
-                r["lag_p99"].as_f64().unwrap_or(0.0)
+                show(fr),
+                show(cr),
+                show(lr)
             );
             ratios.push(r);
         }
