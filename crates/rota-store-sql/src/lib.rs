@@ -54,8 +54,8 @@
 //!   in-flight work per shard), `(state, task_id, id)` (concurrency checks), `scheduled_at` (time ranges) and
 //!   `finished_at` (pruning). `attempts` is unique on `(run_id, attempt, node)`; `run_logs(seq, run_id, …)` is
 //!   indexed `(run_id, seq)`.
-//! * `nodes(id, …, expires_at)`, `shard_leases(shard, owner, epoch, expires_at)`, `audit_log(id, occurred_at,
-//!   actor, action, resource, source, detail)` with indexes per filter.
+//! * `nodes(id, …, expires_at)`, `shard_leases(shard, owner, epoch, expires_at)`, `shard_fences(shard, epoch)`,
+//!   `audit_log(id, occurred_at, actor, action, resource, source, detail)` with indexes per filter.
 //!
 //! `crates/rota-store-sql/examples/store-bench.rs` measures these queries on a million tasks (see
 //! `docs/benchmarks.md`).
@@ -63,8 +63,14 @@
 //! # Concurrency
 //!
 //! Every multi-statement operation runs in one transaction, rolled back on any error. Fence checks read the
-//! shard's lease row with a shared lock (`FOR SHARE` / `LOCK IN SHARE MODE`) in the same transaction as the write,
-//! so a lease takeover waits for in-flight fenced writes and vice versa. `fire` compare-and-sets `next_fire_at`
+//! shard's `shard_fences` row with a shared lock (`FOR SHARE` / `LOCK IN SHARE MODE`) in the same transaction as
+//! the write, and a change of lease holder updates that row in the acquiring transaction, so a takeover waits for
+//! in-flight fenced writes and vice versa. The epoch lives in its own table (schema version 2) so that lease
+//! renewals, which update only `shard_leases.expires_at` for all of a node's shards in one transaction, never
+//! queue behind fenced writes (with the epoch on the lease row, a renewal holding some rows while waiting for
+//! others convoyed and deadlocked with fire batches under load). Sessions set `lock_timeout` 2 s and
+//! `idle_in_transaction_session_timeout` 10 s (MySQL: `innodb_lock_wait_timeout` 2, `wait_timeout` 10), so a node
+//! that stalls mid-transaction delays others by seconds, not until it wakes. `fire` compare-and-sets `next_fire_at`
 //! with a null-safe comparison; run insertion relies on the unique key (`ON CONFLICT DO NOTHING`; MySQL: a
 //! duplicate-key error, which does not abort the transaction); lease acquisition is a conditional `UPDATE` whose
 //! `WHERE` clause is re-evaluated on the latest row version, so of N racing acquirers exactly one matches;
