@@ -275,8 +275,8 @@ async fn leases_are_held_and_released(backend: Backend) {
     third.shutdown().await;
 }
 
-/// Registers a scheduler node that then "dies": its registration expires at once.
-async fn dead_node(store: &Arc<dyn Store>, id: &str) {
+/// Registers scheduler node `id` in the registry as of `at`, for `ttl`.
+async fn register_scheduler(store: &Arc<dyn Store>, id: &str, ttl: std::time::Duration, at: chrono::DateTime<Utc>) {
     let reg = NodeRegistration {
         id: id.into(),
         kind: NodeKind::Scheduler,
@@ -287,7 +287,12 @@ async fn dead_node(store: &Arc<dyn Store>, id: &str) {
         weight: 1,
         capacity: 1,
     };
-    store.register_node(reg, ms(1), Utc::now() - chrono::TimeDelta::seconds(60)).await.unwrap();
+    store.register_node(reg, ttl, at).await.unwrap();
+}
+
+/// Registers a scheduler node that then "dies": its registration expired long ago.
+async fn dead_node(store: &Arc<dyn Store>, id: &str) {
+    register_scheduler(store, id, ms(1), Utc::now() - chrono::TimeDelta::seconds(60)).await;
 }
 
 async fn dispatch_of_a_dead_node_is_taken_over(backend: Backend) {
@@ -323,17 +328,7 @@ async fn dispatch_of_a_live_node_is_left_alone(backend: Backend) {
     sched.apply(task("elsewhere", json!({"schedule": {"manual": true}})), Precondition::Any).await.unwrap();
     // node-2 is registered and alive (an hour-long registration) but holds no shard: it lost the run's shard in
     // a rebalance while its dispatch is still in progress, and its outcome is still coming.
-    let reg = NodeRegistration {
-        id: "node-2".into(),
-        kind: NodeKind::Scheduler,
-        service: rota_core::membership::CLUSTER_SERVICE.into(),
-        address: String::new(),
-        protocol: "http".into(),
-        labels: Default::default(),
-        weight: 1,
-        capacity: 1,
-    };
-    store.register_node(reg, secs(3600), Utc::now()).await.unwrap();
+    register_scheduler(&store, "node-2", secs(3600), Utc::now()).await;
     let id = crashed_dispatch(&store, &sched, "elsewhere", "node-2").await;
     sched.start().await.unwrap();
     // node-1 holds the shard (node-2 never acquires any); let it tick and scan a few times.

@@ -18,6 +18,7 @@
 //! connections, no scheduler, no store) gets from the same no-op executor. The ratio is what we report.
 //! If `wrk` is installed its rate is reported too.
 
+use rota_bench::bare_http_rate;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -91,47 +92,6 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     }
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx]
-}
-
-/// The baseline: a bare HTTP loop against the same no-op executor, same client library, no scheduler.
-async fn bare_http_rate(addr: SocketAddr, concurrency: usize, duration: Duration) -> Result<f64> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).tcp_nodelay(true).build()?;
-    let url = format!("http://{addr}/run");
-    let body = serde_json::to_vec(&RunEnvelope {
-        run_id: "1".into(),
-        task: "bench/bare".into(),
-        attempt: 1,
-        scheduled_at: Utc::now(),
-        params: Default::default(),
-        shard: Default::default(),
-        deadline: Utc::now(),
-        report_url: None,
-    })?;
-    let deadline = Instant::now() + duration;
-    let mut handles = Vec::new();
-    for _ in 0..concurrency {
-        let (client, url, body) = (client.clone(), url.clone(), body.clone());
-        handles.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                let resp = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .expect("bare request");
-                let _ = resp.bytes().await;
-                n += 1;
-            }
-            n
-        }));
-    }
-    let mut total = 0;
-    for h in handles {
-        total += h.await?;
-    }
-    Ok(total as f64 / duration.as_secs_f64())
 }
 
 fn wrk_rate(addr: SocketAddr, concurrency: usize, seconds: u64) -> Option<f64> {
