@@ -105,6 +105,8 @@ fn executors(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Result<(Rout
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
+    // First, so a signal during start-up or right after the banner stops the server gracefully.
+    let mut signals = Signals::register();
     let (store, store_desc) = open_store(&settings.store).await?;
     let shared: Arc<dyn Store> = Arc::new(store.clone());
 
@@ -197,16 +199,16 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     // Run until a signal (or the API server failing).
     let mut api = api;
     let api_result = tokio::select! {
-        signal = shutdown_signal() => {
+        signal = signals.recv() => {
             tracing::info!(signal, "shutting down: no new requests or fires; waiting for in-flight dispatches");
             None
         }
         res = &mut api => Some(res),
     };
     stop.cancel();
-    tokio::spawn(async {
+    tokio::spawn(async move {
         // A second signal while draining ends the process at once.
-        let signal = shutdown_signal().await;
+        let signal = signals.recv().await;
         eprintln!("rota: second {signal}; exiting without waiting");
         std::process::exit(130);
     });
@@ -237,27 +239,55 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM, naming the signal.
-async fn shutdown_signal() -> &'static str {
+/// SIGINT (Ctrl-C) and SIGTERM, registered when created: a signal that arrives at any later point (even before
+/// anyone waits for it, e.g. right after the banner is printed) is kept, never left to its default action.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-                let _ = tokio::signal::ctrl_c().await;
-                return "SIGINT";
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn register() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let term = signal(SignalKind::terminate())
+                .map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server"))
+                .ok();
+            let int = signal(SignalKind::interrupt())
+                .map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGINT"))
+                .ok();
+            Signals { term, int }
+        }
+        #[cfg(not(unix))]
+        {
+            Signals {}
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
+
+    /// Resolves on the next SIGINT or SIGTERM, naming it.
+    async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = next(&mut self.int) => "SIGINT",
+                _ = next(&mut self.term) => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
     }
 }
