@@ -1,12 +1,13 @@
 //! [`LeaseStore`]: shard leases with fencing epochs.
 
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rota_store::{Lease, LeaseStore, StoreError, StoreResult, truncate_millis};
 
-use crate::db::{Ex, Row, args, write_tx};
+use crate::db::{Arg, Ex, Row, args, marks, write_tx};
 use crate::nodes::expiry;
 use crate::{SqlStore, check_len, limits};
 
@@ -28,6 +29,9 @@ async fn set_fence(ex: &mut Ex<'_>, shard: u32, epoch: i64) -> StoreResult<()> {
     ex.execute(&sql, args![shard, epoch]).await?;
     Ok(())
 }
+
+/// Leases renewed per statement (two parameters each).
+const RENEW_CHUNK: usize = 500;
 
 /// Owner of a free (released) lease row.
 const FREE: &str = "";
@@ -124,24 +128,53 @@ impl LeaseStore for SqlStore {
             return Ok(Vec::new());
         }
         let expires_at = expiry(truncate_millis(now), ttl)?;
-        // One transaction for all of them: a node renews every lease it holds each `lease_ttl / 3`.
+        // One transaction, one UPDATE and one SELECT per chunk: a node renews every lease it holds each
+        // `lease_ttl / 3`. The SELECT (not the affected-row count, which MySQL reports only for changed rows)
+        // tells which leases are still the caller's at their epoch, i.e. which the UPDATE renewed.
         write_tx!(self, |tx| {
             let mut ex = tx.ex();
-            let mut out = Vec::with_capacity(leases.len());
-            for lease in leases {
-                let done = ex
-                    .execute(
-                        "UPDATE shard_leases SET expires_at = ? WHERE shard = ? AND owner = ? AND epoch = ?",
-                        args![expires_at, lease.shard, &lease.owner, lease.epoch],
+            let mut current: HashMap<u32, (String, i64)> = HashMap::with_capacity(leases.len());
+            for chunk in leases.chunks(RENEW_CHUNK) {
+                let pairs = vec!["(?, ?)"; chunk.len()].join(", ");
+                let mut a = args![expires_at];
+                for l in chunk {
+                    a.extend(args![l.shard, l.epoch]);
+                }
+                let owners: BTreeSet<&str> = chunk.iter().map(|l| l.owner.as_str()).collect();
+                for owner in owners {
+                    let mut a = a.clone();
+                    a.extend(args![owner]);
+                    ex.execute(
+                        &format!(
+                            "UPDATE shard_leases SET expires_at = ? WHERE (shard, epoch) IN ({pairs}) AND owner = ?"
+                        ),
+                        a,
                     )
                     .await?;
-                out.push(if done.rows == 0 {
-                    Err(StoreError::Fenced { shard: lease.shard, epoch: lease.epoch })
-                } else {
-                    Ok(Lease { expires_at, ..lease.clone() })
-                });
+                }
+                let rows = ex
+                    .fetch_all(
+                        &format!(
+                            "SELECT shard, owner, epoch, expires_at FROM shard_leases WHERE shard IN ({})",
+                            marks(chunk.len())
+                        ),
+                        chunk.iter().map(|l| Arg::from(l.shard)).collect(),
+                        decode_lease,
+                    )
+                    .await?;
+                current.extend(
+                    rows.into_iter().filter(|r| r.expires_at == expires_at).map(|r| (r.shard, (r.owner, r.epoch))),
+                );
             }
-            Ok(out)
+            Ok(leases
+                .iter()
+                .map(|l| match current.get(&l.shard) {
+                    Some((owner, epoch)) if *owner == l.owner && *epoch == l.epoch => {
+                        Ok(Lease { expires_at, ..l.clone() })
+                    }
+                    _ => Err(StoreError::Fenced { shard: l.shard, epoch: l.epoch }),
+                })
+                .collect())
         })
     }
 
