@@ -410,13 +410,16 @@ async fn misconfigured_targets_fail_clearly() {
 async fn connections_are_kept_alive_and_reused() {
     let (addr, seen) = recording(StatusCode::OK, r#"{"status":"succeeded"}"#).await;
     let exec = executor();
-    for _ in 0..3 {
+    for _ in 0..10 {
         let outcome = exec.dispatch(dispatch(addr, rota_target(Some("/x")))).await;
         assert_eq!(outcome, DispatchOutcome::Completed(RunResult::succeeded(None)));
     }
     let peers: Vec<SocketAddr> = seen.lock().unwrap().iter().map(|s| s.peer).collect();
-    assert_eq!(peers.len(), 3);
-    assert!(peers.iter().all(|p| *p == peers[0]), "expected one pooled connection, got {peers:?}");
+    assert_eq!(peers.len(), 10);
+    // A connection goes back to the pool asynchronously after its response, so on a loaded machine the next
+    // request may occasionally open another one; without keep-alive every request would have its own.
+    let distinct: std::collections::HashSet<&SocketAddr> = peers.iter().collect();
+    assert!(distinct.len() <= 3, "expected pooled connections to be reused, got {peers:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
