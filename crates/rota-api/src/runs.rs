@@ -241,6 +241,7 @@ mod tests {
             output: Some(serde_json::json!({"a": 1})),
             error: Some("e".into()),
             logs: vec!["l".into()],
+            node: Some("n1".into()),
         };
         let wire = serde_json::to_value(&report).unwrap();
         let doc: RunReportDoc = serde_json::from_value(wire.clone()).unwrap();

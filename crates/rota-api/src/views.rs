@@ -333,6 +333,10 @@ pub struct RunReportDoc {
     /// Log lines to append before the result is recorded.
     #[serde(default)]
     pub logs: Vec<String>,
+    /// Id of the reporting executor node: required when the attempt went to several nodes; when given, it must
+    /// be a node the attempt was dispatched to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// Body of `POST /api/v1/runs/{id}/logs` (the wire type is `rota_proto::LogAppend`; this mirrors it for the

@@ -108,6 +108,7 @@
 //! `rota::events` (outcomes at `info`/`warn`).
 
 mod batch;
+pub mod discovery;
 mod dispatch;
 pub mod events;
 pub mod executor;
@@ -120,6 +121,7 @@ mod shard;
 mod tasks;
 mod timer;
 
+pub use discovery::{Candidate, Discovery, DiscoveryError};
 pub use events::{Event, EventBus, EventKind};
 pub use executor::{Dispatch, DispatchOutcome, Executor, NodeEndpoint, RunLogSink, StoreLogSink};
 pub use scheduler::{Scheduler, SchedulerConfig};

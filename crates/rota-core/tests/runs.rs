@@ -166,6 +166,7 @@ async fn accepted_then_report_succeeds(backend: Backend) {
         output: Some(json!({"rows": 42})),
         error: None,
         logs: vec!["done".into()],
+        node: None,
     };
     let done = sched.report(r.id, report.clone()).await.unwrap();
     assert_eq!(done.state, RunState::Succeeded);
@@ -186,7 +187,8 @@ async fn accepted_then_report_succeeds(backend: Backend) {
 
 async fn report_errors(backend: Backend) {
     let (store, _exec, sched, _events) = setup(backend, "rep", json!({}), vec![Step::Accept]).await;
-    let ok = RunReport { attempt: 1, status: ResultStatus::Succeeded, output: None, error: None, logs: vec![] };
+    let ok =
+        RunReport { attempt: 1, status: ResultStatus::Succeeded, output: None, error: None, logs: vec![], node: None };
     assert!(matches!(sched.report(987_654, ok.clone()).await, Err(CoreError::NotFound { entity: "run", .. })));
     assert!(matches!(
         sched.append_logs(987_654, LogAppend { stream: None, lines: vec!["x".into()] }).await,
@@ -216,6 +218,7 @@ async fn failed_report_is_retried(backend: Backend) {
         output: None,
         error: Some("disk full".into()),
         logs: vec![],
+        node: None,
     };
     let after = sched.report(r.id, failed).await.unwrap();
     assert_eq!(after.state, RunState::Scheduled, "retried");

@@ -12,6 +12,8 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
 use serde_json::{Map, Value};
 
 /// Content type of every JSON message.
@@ -99,6 +101,10 @@ pub struct RunReport {
     /// Log lines to append before the result is recorded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<String>,
+    /// Id of the reporting executor node. Required when the attempt went to several nodes (broadcast, multicast,
+    /// sharded); when given, it must be a node the attempt was dispatched to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// Body of `POST /api/v1/runs/{run_id}/logs`.
@@ -109,6 +115,66 @@ pub struct LogAppend {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<String>,
     pub lines: Vec<String>,
+}
+
+/// What an executor node speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutorProtocol {
+    /// The `rota` HTTP protocol (JSON envelope, `200` result or `202` + report).
+    #[default]
+    Http,
+    /// The Rota executor gRPC service (`rota.executor.v1.Executor`).
+    Grpc,
+}
+
+impl ExecutorProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutorProtocol::Http => "http",
+            ExecutorProtocol::Grpc => "grpc",
+        }
+    }
+}
+
+/// Body of `POST /api/v1/executors`: an executor node registering, or re-registering after a restart or a lost
+/// registration (a heartbeat answered `404`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorRegistration {
+    /// Node id, unique in the cluster: `[A-Za-z0-9._:-]`, 1..=128 characters.
+    pub id: String,
+    /// Service (execution cluster) the node belongs to; tasks name it in `candidates.service`.
+    pub service: String,
+    /// Where the scheduler reaches the node: `http://host:port` / `https://host:port` for HTTP,
+    /// `host:port` or `http(s)://host:port` for gRPC.
+    pub address: String,
+    #[serde(default)]
+    pub protocol: ExecutorProtocol,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Relative weight for `weighted` load balancing (1..=10000, default 1).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Concurrent runs the node accepts; `0` (default) = unbounded.
+    #[serde(default)]
+    pub capacity: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Answer to a registration or a heartbeat: how the scheduler sees the node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutorLease {
+    pub id: String,
+    /// `active` or `draining`.
+    pub state: String,
+    /// Send the next heartbeat within this many milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// Without a heartbeat the node leaves the candidate set at this instant.
+    pub expires_at: DateTime<Utc>,
 }
 
 #[cfg(test)]

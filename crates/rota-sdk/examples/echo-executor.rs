@@ -74,6 +74,7 @@ async fn handle(Json(envelope): Json<RunEnvelope>) -> Response {
                 output: result.output,
                 error: result.error,
                 logs: vec!["reported asynchronously".into()],
+                node: None,
             };
             let url = format!("{report_url}/report");
             tokio::spawn(async move {
