@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode, Url};
+use rota_proto::{ExecutorLease, ExecutorRegistration};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -275,6 +276,38 @@ impl Client {
     /// the shards nobody holds: `GET /api/v1/cluster`.
     pub async fn cluster(&self) -> Result<ClusterView> {
         self.get(self.url(&["api", "v1", "cluster"]), &[]).await
+    }
+
+    // ---------------------------------------------------------------------------------------------------------
+    // Executor nodes
+    // ---------------------------------------------------------------------------------------------------------
+
+    /// Registers an executor node (or re-registers it after a restart or a lost registration):
+    /// `POST /api/v1/executors`. The answer says how often to heartbeat.
+    pub async fn register_executor(&self, registration: &ExecutorRegistration) -> Result<ExecutorLease> {
+        let url = self.url(&["api", "v1", "executors"]);
+        let req = self.http.post(url.clone()).json(registration);
+        Ok(self.send(req, &url).await?.1)
+    }
+
+    /// Keeps an executor node's registration alive: `POST /api/v1/executors/{id}/heartbeat`. `not_found` means
+    /// the scheduler forgot the node (it expired): register it again.
+    pub async fn executor_heartbeat(&self, id: &str) -> Result<ExecutorLease> {
+        let url = self.url(&["api", "v1", "executors", id, "heartbeat"]);
+        Ok(self.send(self.http.post(url.clone()), &url).await?.1)
+    }
+
+    /// Marks an executor node draining (it finishes what it runs and is chosen for nothing new):
+    /// `POST /api/v1/executors/{id}/drain`.
+    pub async fn drain_executor(&self, id: &str) -> Result<()> {
+        let url = self.url(&["api", "v1", "executors", id, "drain"]);
+        self.send_empty(self.http.post(url.clone()), &url).await
+    }
+
+    /// Removes an executor node's registration: `DELETE /api/v1/executors/{id}`.
+    pub async fn deregister_executor(&self, id: &str) -> Result<()> {
+        let url = self.url(&["api", "v1", "executors", id]);
+        self.send_empty(self.http.delete(url.clone()), &url).await
     }
 
     // ---------------------------------------------------------------------------------------------------------

@@ -69,6 +69,19 @@ impl TaskDocument {
         Ok((p.namespace, p.name))
     }
 
+    /// The document as a JSON value (YAML text parsed).
+    pub(crate) fn to_value(&self) -> Result<Value, ClientError> {
+        match self {
+            TaskDocument::Json(v) => Ok(v.clone()),
+            TaskDocument::Text(text) if text.trim_start().starts_with('{') => {
+                serde_json::from_str(text).map_err(|e| ClientError::document("(root)", e.to_string()))
+            }
+            TaskDocument::Text(text) => {
+                serde_yaml::from_str(text).map_err(|e| ClientError::document("(root)", e.to_string()))
+            }
+        }
+    }
+
     pub(crate) fn prepare(&self) -> Result<Prepared, ClientError> {
         match self {
             TaskDocument::Json(v) => {

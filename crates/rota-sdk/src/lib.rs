@@ -1,4 +1,6 @@
-//! # rota-sdk: the Rust client of Rota's management API
+//! # rota-sdk: the Rust SDK of Rota
+//!
+//! The management API client ([`Client`]) and the executor side ([`executor`]).
 //!
 //! [`Client`] speaks the REST+JSON API every Rota server serves under `/api/v1` — the same API the `rota` CLI
 //! and any console use. Its types ([`TaskView`], [`RunView`], [`RunDetail`], [`LogPage`], …) mirror the API's
@@ -64,12 +66,15 @@
 //!
 //! ## Executor nodes
 //!
-//! An executor node is any HTTP server that answers the run envelopes Rota POSTs to it (the protocol is
-//! documented in the `rota-executor` crate). `examples/echo-executor.rs` in this crate is a complete one in about
-//! a hundred lines: `cargo run -p rota-sdk --example echo-executor`, then `rota apply -f examples/tasks/echo.yaml`.
+//! [`executor::ExecutorNode`] is the executor side: named handlers (sync, or async with a later report) served
+//! over the HTTP `rota` protocol, registration with the scheduler as a node of a service, heartbeats, tasks the
+//! node declares for itself, and a drain on shutdown. `examples/echo-executor.rs` in this crate is a complete
+//! node: `cargo run -p rota-sdk --example echo-executor` registers it as service `echo` with the scheduler on
+//! `http://127.0.0.1:7070` and declares the task `default/echo`.
 
 pub mod client;
 mod document;
+pub mod executor;
 mod types;
 
 pub use client::{Client, ClientError, Result};
