@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use rota_proto::{ExecutorLease, ExecutorRegistration};
 use serde::de::DeserializeOwned;
@@ -104,6 +104,8 @@ pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 pub struct Client {
     http: reqwest::Client,
     base: Url,
+    /// `Authorization` header sent on every request, when a token is set.
+    auth: Option<HeaderValue>,
 }
 
 impl Client {
@@ -132,7 +134,24 @@ impl Client {
         if base.query().is_some() || base.fragment().is_some() {
             return Err(invalid("the URL must not have a query or fragment"));
         }
-        Ok(Client { http, base })
+        Ok(Client { http, base, auth: None })
+    }
+
+    /// Sends `Authorization: Bearer {token}` on every request (`None` sends none). The token is never part of
+    /// an error message.
+    pub fn with_token(mut self, token: Option<&str>) -> Result<Client> {
+        self.auth = match token.filter(|t| !t.is_empty()) {
+            None => None,
+            Some(t) => {
+                let mut value = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| ClientError::InvalidUrl {
+                    url: self.base.to_string(),
+                    reason: "the token is not a valid header value (value not shown)".into(),
+                })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+        };
+        Ok(self)
     }
 
     /// The server's base URL.
@@ -355,7 +374,11 @@ impl Client {
     async fn send_raw(&self, req: reqwest::RequestBuilder, url: &Url) -> Result<(StatusCode, Vec<u8>)> {
         let transport =
             |e: reqwest::Error| ClientError::Transport { url: origin(url), reason: error_chain(&e), source: e };
-        let res = req.header(ACCEPT, "application/json").send().await.map_err(transport)?;
+        let mut req = req.header(ACCEPT, "application/json");
+        if let Some(auth) = &self.auth {
+            req = req.header(AUTHORIZATION, auth.clone());
+        }
+        let res = req.send().await.map_err(transport)?;
         let status = res.status();
         let body = res.bytes().await.map_err(transport)?.to_vec();
         if status.is_success() {

@@ -313,7 +313,8 @@ impl ExecutorNodeBuilder {
     }
 
     /// Declares a task served by `handler`. After registering, the node applies it with
-    /// `PUT /api/v1/tasks/{namespace}/{name}`, filling in what the document leaves out: `spec.target` becomes
+    /// `PUT /api/v1/tasks/{namespace}/{name}`, filling in what the document leaves out: `apiVersion: rota/v1`,
+    /// `kind: Task`, `spec.target` becomes
     /// `{http: {path: /{handler}}}` (or just the `path` of an `http` target without `path` and `url`), and
     /// `spec.candidates` becomes `{service: <this node's service>}`. A document identical to the stored one is
     /// not sent again (so a restart neither bumps its version nor moves its next fire time).
@@ -387,7 +388,11 @@ impl ExecutorNodeBuilder {
                 .map_err(|e| config(format!("cannot build the HTTP client: {e}")))?,
         };
         let scheduler = match &self.scheduler {
-            Some(url) => Some(Client::with_http_client(url, http.clone()).map_err(|e| config(e.to_string()))?),
+            Some(url) => Some(
+                Client::with_http_client(url, http.clone())
+                    .and_then(|c| c.with_token(self.token.as_deref()))
+                    .map_err(|e| config(e.to_string()))?,
+            ),
             None => None,
         };
         if scheduler.is_none() && !self.tasks.is_empty() {
@@ -659,6 +664,8 @@ fn declare_task(
     let key = format!("{namespace}/{name}");
     let handler = handler.unwrap_or(&name).to_string();
     let doc = value.as_object_mut().ok_or("task document: must be a mapping")?;
+    doc.entry("apiVersion").or_insert_with(|| Value::String("rota/v1".into()));
+    doc.entry("kind").or_insert_with(|| Value::String("Task".into()));
     let spec = doc.entry("spec").or_insert_with(|| Value::Object(Default::default()));
     if spec.is_null() {
         *spec = Value::Object(Default::default());
