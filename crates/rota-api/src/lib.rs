@@ -42,6 +42,7 @@
 
 pub mod cluster;
 pub mod error;
+pub mod executors;
 pub mod extract;
 mod health;
 pub mod openapi;

@@ -11,8 +11,9 @@ use serde_json::{Map, Value};
 use utoipa::OpenApi;
 
 use crate::error::{ErrorBody, ErrorCode, ErrorDetail, ErrorInfo};
+use crate::executors::*;
 use crate::views::*;
-use crate::{cluster, health, runs, tasks};
+use crate::{cluster, executors, health, runs, tasks};
 
 /// Prefix of the hoisted task-spec schema definitions.
 const SPEC_PREFIX: &str = "TaskDocument.";
@@ -42,6 +43,11 @@ const SPEC_PREFIX: &str = "TaskDocument.";
         runs::report_run,
         runs::append_logs,
         cluster::get_cluster,
+        executors::list_executors,
+        executors::register_executor,
+        executors::heartbeat_executor,
+        executors::drain_executor,
+        executors::deregister_executor,
         health::healthz,
         health::readyz,
         health::openapi,
@@ -53,11 +59,12 @@ const SPEC_PREFIX: &str = "TaskDocument.";
         LogLineView, LogPage, TriggerRequest, CancelRequest, AppendLogsResponse,
         RunReportDoc, LogAppendDoc, ResultStatusDoc, HealthView,
         ClusterView, ClusterNodeView, NodeStateView,
+        ExecutorRegistrationDoc, ExecutorProtocolDoc, ExecutorLeaseView, ExecutorNodeView, ExecutorList,
     )),
     tags(
         (name = "tasks", description = "Task documents and their lifecycle"),
         (name = "runs", description = "Run history, logs and cancellation"),
-        (name = "executor", description = "Called by executor nodes: asynchronous results and logs"),
+        (name = "executor", description = "Called by executor nodes: registration, heartbeats, asynchronous results and logs"),
         (name = "cluster", description = "The scheduler nodes sharing the store and the shards they hold"),
         (name = "health", description = "Probes and this document"),
     )

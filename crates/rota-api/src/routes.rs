@@ -12,7 +12,7 @@ use axum::response::Response;
 use axum::routing::{MethodFilter, MethodRouter, on};
 use serde::Serialize;
 
-use crate::{ApiState, cluster, health, runs, tasks};
+use crate::{ApiState, cluster, executors, health, runs, tasks};
 
 /// What a caller must be allowed to do to use a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -32,6 +32,8 @@ pub enum Permission {
     RunsCancel,
     /// Executor nodes: report results and append logs (node tokens).
     ExecutorReport,
+    /// Executor nodes: register, heartbeat, drain and leave the execution cluster (node credentials).
+    ExecutorRegister,
     /// Read the state of the scheduler cluster: nodes, shard leases, lag (not namespace-scoped).
     ClusterRead,
 }
@@ -106,6 +108,29 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Method::POST, "/api/v1/runs/{id}/report", ExecutorReport, "report_run", runs::report_run),
         route(Method::POST, "/api/v1/runs/{id}/logs", ExecutorReport, "append_run_logs", runs::append_logs),
         route(Method::GET, "/api/v1/cluster", ClusterRead, "get_cluster", cluster::get_cluster),
+        route(Method::GET, "/api/v1/executors", ClusterRead, "list_executors", executors::list_executors),
+        route(Method::POST, "/api/v1/executors", ExecutorRegister, "register_executor", executors::register_executor),
+        route(
+            Method::POST,
+            "/api/v1/executors/{id}/heartbeat",
+            ExecutorRegister,
+            "heartbeat_executor",
+            executors::heartbeat_executor,
+        ),
+        route(
+            Method::POST,
+            "/api/v1/executors/{id}/drain",
+            ExecutorRegister,
+            "drain_executor",
+            executors::drain_executor,
+        ),
+        route(
+            Method::DELETE,
+            "/api/v1/executors/{id}",
+            ExecutorRegister,
+            "deregister_executor",
+            executors::deregister_executor,
+        ),
     ]
 }
 

@@ -112,6 +112,7 @@ pub mod discovery;
 mod dispatch;
 pub mod events;
 pub mod executor;
+pub mod executors;
 mod fire;
 mod leases;
 pub mod membership;

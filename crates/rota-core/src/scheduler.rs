@@ -63,6 +63,9 @@ pub struct SchedulerConfig {
     pub max_concurrent_fires: usize,
     /// Parsed task specs kept in memory. Default 10 000.
     pub spec_cache_capacity: usize,
+    /// Registration time-to-live of executor nodes: they heartbeat every `executor_ttl / 3` and leave the
+    /// candidate set `executor_ttl` after their last heartbeat. Default 10 s.
+    pub executor_ttl: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -81,6 +84,7 @@ impl Default for SchedulerConfig {
             scan_limit: 1000,
             max_concurrent_fires: 512,
             spec_cache_capacity: 10_000,
+            executor_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -458,6 +462,37 @@ impl Scheduler {
         }
         let stream = append.stream.as_deref().unwrap_or("executor");
         Ok(inner.store.append_logs(run_id, stream, &append.lines, now()).await?)
+    }
+
+    /// Registers (or re-registers) an executor node. `InvalidArgument` naming the field for a bad registration;
+    /// `Conflict` when the id belongs to a scheduler node or to a live executor node at another address or of
+    /// another service (a duplicate id). Re-registering a known node (same service and address) refreshes it and
+    /// makes it `active` again.
+    pub async fn register_executor(
+        &self,
+        reg: rota_proto::ExecutorRegistration,
+    ) -> CoreResult<rota_proto::ExecutorLease> {
+        self.inner.register_executor(reg).await
+    }
+
+    /// Extends an executor node's registration. `NotFound` for an unknown node (it should register again).
+    pub async fn heartbeat_executor(&self, id: &str) -> CoreResult<rota_proto::ExecutorLease> {
+        self.inner.heartbeat_executor(id).await
+    }
+
+    /// Marks an executor node draining: it is chosen for no new work; its runs still report.
+    pub async fn drain_executor(&self, id: &str) -> CoreResult<rota_proto::ExecutorLease> {
+        self.inner.drain_executor(id).await
+    }
+
+    /// Removes an executor node's registration. `NotFound` for an unknown node.
+    pub async fn deregister_executor(&self, id: &str) -> CoreResult<()> {
+        self.inner.deregister_executor(id).await
+    }
+
+    /// Registered executor nodes (alive or expired, not yet pruned), optionally of one service, by id.
+    pub async fn list_executors(&self, service: Option<&str>) -> CoreResult<Vec<NodeRecord>> {
+        self.inner.list_executors(service).await
     }
 }
 
