@@ -1,0 +1,175 @@
+//! The executor side against the real scheduler stack (rota-api + rota-core over a fresh SQLite store, served on
+//! 127.0.0.1:0): registration, heartbeats, re-registration after the registration is lost, the declared task, a
+//! dispatch answered asynchronously and reported, drain and deregistration.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rota_core::{Scheduler, SchedulerConfig};
+use rota_executor::{HttpExecutorConfig, Router};
+use rota_sdk::executor::{ExecutorNode, RunContext};
+use rota_sdk::{Client, NodeState, RunState};
+use serde_json::{Map, json};
+use tokio::sync::{Notify, oneshot};
+
+struct Api {
+    url: String,
+    _scheduler: Scheduler,
+}
+
+async fn start_api() -> Api {
+    let store = rota_store_sql::testing::fresh_sqlite().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let config = SchedulerConfig {
+        public_url: Some(url.clone()),
+        // Heartbeats every 200 ms, so the test sees several.
+        executor_ttl: Duration::from_millis(600),
+        ..SchedulerConfig::default()
+    };
+    let router = Router::standard(HttpExecutorConfig::default()).unwrap();
+    let scheduler = Scheduler::new(Arc::new(store), Arc::new(router), config);
+    scheduler.start().await.unwrap();
+    let app = rota_api::router(rota_api::ApiState::new(scheduler.clone()));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Api { url, _scheduler: scheduler }
+}
+
+/// Polls `check` until it returns `Some`, failing after 20 s with `what`.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registers_reports_and_drains_against_the_real_scheduler() {
+    let api = start_api().await;
+    let rota = Client::new(&api.url).unwrap();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node_url = format!("http://{}", listener.local_addr().unwrap());
+    let release = Arc::new(Notify::new());
+    let released = release.clone();
+    // The registry does not feed dispatch yet (no registry discovery on the scheduler side), so the declared task
+    // names this node statically; its path is filled in from the handler.
+    let task = format!(
+        "metadata: {{namespace: sdk, name: export}}\n\
+         spec: {{schedule: {{manual: true}}, candidates: {{static: [\"{node_url}\"]}}, timeout: 20s}}\n"
+    );
+    let node = ExecutorNode::builder("billing")
+        .scheduler(&api.url)
+        .id("sdk-1")
+        .labels([("zone", "a")])
+        .capacity(4)
+        .async_handler("export", move |ctx: RunContext| {
+            let released = released.clone();
+            async move {
+                ctx.log(format!("export of run {} started", ctx.run_id())).await;
+                let rows: u64 = ctx.param("rows")?.unwrap_or(0);
+                released.notified().await;
+                ctx.log("export done").await;
+                Ok(json!({"rows": rows}))
+            }
+        })
+        .task(task.as_str())
+        .build()
+        .unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serving = tokio::spawn({
+        let node = node.clone();
+        async move {
+            node.serve_http(listener, async {
+                let _ = stopped.await;
+            })
+            .await
+        }
+    });
+
+    // Registered, with what the builder said; heartbeats keep extending it.
+    let registered = eventually("registration", || async {
+        rota.list_executors(Some("billing")).await.unwrap().into_iter().find(|n| n.id == "sdk-1")
+    })
+    .await;
+    assert_eq!((registered.address.as_str(), registered.protocol.as_str()), (node_url.as_str(), "http"));
+    assert_eq!((registered.state, registered.alive, registered.capacity), (NodeState::Active, true, 4));
+    assert_eq!(registered.labels["zone"], "a");
+    let first_beat = registered.last_heartbeat_at.unwrap();
+    eventually("a heartbeat", || async {
+        let n = rota.list_executors(Some("billing")).await.unwrap().pop()?;
+        (n.last_heartbeat_at.unwrap() > first_beat).then_some(())
+    })
+    .await;
+
+    // A lost registration (heartbeat answered 404) is made again.
+    rota.deregister_executor("sdk-1").await.unwrap();
+    eventually("re-registration", || async {
+        rota.list_executors(Some("billing")).await.unwrap().into_iter().find(|n| n.id == "sdk-1")
+    })
+    .await;
+
+    // The declared task, with the path filled in.
+    let stored = eventually("the declared task", || async { rota.get_task("sdk", "export").await.ok() }).await;
+    assert_eq!(stored.spec["spec"]["target"]["http"]["path"], "/export");
+
+    // A dispatch answered 202, reported later; the run is still running while the handler waits.
+    let mut params = Map::new();
+    params.insert("rows".into(), json!(42));
+    let run = rota.trigger("sdk", "export", params).await.unwrap();
+    eventually("the handler started", || async { (node.in_flight() == 1).then_some(()) }).await;
+    let detail = rota.get_run(run.id).await.unwrap();
+    assert_eq!(detail.run.state, RunState::Running);
+
+    // Shutdown drains: the scheduler marks the node draining while the handler still runs.
+    stop.send(()).unwrap();
+    eventually("draining", || async {
+        let n = rota.list_executors(Some("billing")).await.unwrap().pop()?;
+        (n.state == NodeState::Draining).then_some(())
+    })
+    .await;
+    release.notify_one();
+    tokio::time::timeout(Duration::from_secs(20), serving).await.unwrap().unwrap().unwrap();
+
+    // The report made it before the node left; its log lines are on the run.
+    let detail = rota.get_run(run.id).await.unwrap();
+    assert_eq!(detail.run.state, RunState::Succeeded, "{detail:?}");
+    assert_eq!(detail.run.output, Some(json!({"rows": 42})));
+    let logs = rota.logs(run.id, 0, None).await.unwrap();
+    let lines: Vec<&str> = logs.items.iter().map(|l| l.line.as_str()).collect();
+    assert_eq!(lines, [format!("export of run {} started", run.id).as_str(), "export done"]);
+    assert!(rota.list_executors(Some("billing")).await.unwrap().is_empty(), "deregistered");
+
+    // A restart (same port, same declaration) finds the same task and leaves it alone.
+    let listener = tokio::net::TcpListener::bind(node_url.trim_start_matches("http://")).await.unwrap();
+    let node = ExecutorNode::builder("billing")
+        .scheduler(&api.url)
+        .id("sdk-1")
+        .async_handler("export", |_| async { Ok(serde_json::Value::Null) })
+        .task(task)
+        .build()
+        .unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serving = tokio::spawn(async move {
+        node.serve_http(listener, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    eventually("registration after the restart", || async {
+        rota.list_executors(Some("billing")).await.unwrap().into_iter().find(|n| n.id == "sdk-1")
+    })
+    .await;
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), serving).await.unwrap().unwrap().unwrap();
+    let versions = rota.task_versions("sdk", "export").await.unwrap();
+    assert_eq!(versions.items.len(), 1, "the identical declaration was not applied again");
+}
