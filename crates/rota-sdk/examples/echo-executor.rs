@@ -1,14 +1,16 @@
-//! A complete Rota executor node: answers every run envelope with the run's params.
+//! A complete Rota executor node on the SDK: answers every run with the run's params.
 //!
 //! ```sh
 //! cargo run -p rota-sdk --example echo-executor               # listens on 127.0.0.1:7071
-//! cargo run -p rota-sdk --example echo-executor -- 0.0.0.0:9000
-//! rota apply -f examples/tasks/echo.yaml                      # a task that calls it every 10 s
+//! cargo run -p rota-sdk --example echo-executor -- 0.0.0.0:9000 --advertise http://10.0.0.5:9000
 //! rota trigger default/echo --param fail=true                 # see a failed run (and its retries)
 //! ```
 //!
-//! It speaks the HTTP `rota` protocol (see the `rota-executor` crate docs): the scheduler POSTs a run envelope
-//! to any path, and the node answers `200 {"status": "succeeded"|"failed", "output": …, "error": …}`.
+//! On start it registers with the scheduler (`--scheduler`, `$ROTA_SCHEDULER`, default `http://127.0.0.1:7070`)
+//! as a node of the service `echo`, heartbeats, and declares the task `default/echo` (every 10 s, dispatched to
+//! the service `echo`, path `/echo`). Ctrl-C drains it: the scheduler stops choosing it, running runs finish
+//! and report, then it deregisters.
+//!
 //! Params change its behaviour, so one task can show every outcome:
 //!
 //! | param | effect |
@@ -17,93 +19,102 @@
 //! | `sleep_ms: N` | waits N ms before answering (longer than the task's timeout: a `timed_out` attempt) |
 //! | `async: true` | answers `202 Accepted` and reports the result later to the envelope's `report_url` |
 //!
-//! When the envelope has a `report_url` (the server knows its public address), the node also appends a log line
-//! to the run (`POST {report_url}/logs`), which `rota logs RUN_ID` shows.
+//! Each run also appends a log line (`rota logs RUN_ID` shows it) when the scheduler knows its public URL.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Json;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use rota_proto::{LogAppend, ResultStatus, RunEnvelope, RunReport, RunResult};
+use clap::Parser;
+use rota_sdk::executor::{ExecutorNode, HandlerError, RunContext};
 use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(about = "Rota's example executor node: echoes the params of every run")]
+struct Args {
+    /// Address to listen on.
+    #[arg(default_value = "127.0.0.1:7071")]
+    listen: SocketAddr,
+    /// Management API of the scheduler to register with.
+    #[arg(long, env = "ROTA_SCHEDULER", default_value = "http://127.0.0.1:7070")]
+    scheduler: String,
+    /// Bearer token for the scheduler.
+    #[arg(long, env = "ROTA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// URL the scheduler reaches this node at (default: http:// + the listen address).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Node id (default: hostname-port).
+    #[arg(long)]
+    id: Option<String>,
+}
+
+/// The task this node declares; the SDK adds `target: {http: {path: /echo}}` and `candidates: {service: echo}`.
+const TASK: &str = r#"
+apiVersion: rota/v1
+kind: Task
+metadata:
+  namespace: default
+  name: echo
+  labels: {app: echo}
+  description: Echo the params back, every ten seconds.
+spec:
+  schedule: {every: 10s, concurrency: allow}
+  retry: {maxAttempts: 3, backoff: {kind: fixed, initial: 1s}}
+  timeout: 5s
+  params: {message: hello from rota}
+"#;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let listen = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:7071".to_string());
-    let listener = tokio::net::TcpListener::bind(&listen).await?;
-    let addr: SocketAddr = listener.local_addr()?;
-    println!("echo executor listening on http://{addr} (any path; Ctrl-C to stop)");
-    let app = axum::Router::new().fallback(axum::routing::post(handle));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rota_sdk=info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let mut builder = ExecutorNode::builder("echo")
+        .scheduler(&args.scheduler)
+        .token(args.token)
+        .labels([("example", "echo")])
+        .deferrable_handler("echo", |ctx: &RunContext| ctx.param::<bool>("async").ok().flatten() == Some(true), echo)
+        .task(TASK);
+    if let Some(url) = args.advertise {
+        builder = builder.advertise(url);
+    }
+    if let Some(id) = args.id {
+        builder = builder.id(id);
+    }
+    let node = builder.build()?;
+    println!("echo executor listening on http://{} (scheduler {}; Ctrl-C to stop)", args.listen, args.scheduler);
+    node.serve_http(args.listen, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
 }
 
-async fn handle(Json(envelope): Json<RunEnvelope>) -> Response {
-    let params = &envelope.params;
+async fn echo(ctx: RunContext) -> Result<Value, HandlerError> {
     println!(
         "run {} of {} (attempt {}, scheduled {}): params {}",
-        envelope.run_id,
-        envelope.task,
-        envelope.attempt,
-        envelope.scheduled_at,
-        Value::Object(params.clone())
+        ctx.run_id(),
+        ctx.task(),
+        ctx.attempt(),
+        ctx.scheduled_at(),
+        Value::Object(ctx.params().clone())
     );
-    let http = reqwest::Client::new();
-    if let Some(report_url) = &envelope.report_url {
-        let line = format!("echo executor received attempt {} of run {}", envelope.attempt, envelope.run_id);
-        let append = LogAppend { stream: Some("executor".into()), lines: vec![line] };
-        // Logging is best-effort: a failure here must not fail the run.
-        let _ = http.post(format!("{report_url}/logs")).json(&append).timeout(Duration::from_secs(2)).send().await;
-    }
-    if let Some(ms) = params.get("sleep_ms").and_then(Value::as_u64) {
+    ctx.log(format!("echo executor received attempt {} of run {}", ctx.attempt(), ctx.run_id())).await;
+    if let Some(ms) = ctx.param::<u64>("sleep_ms")? {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    let result = outcome(&envelope);
-    let is_async = params.get("async").and_then(Value::as_bool) == Some(true);
-    match (&envelope.report_url, is_async) {
-        (Some(report_url), true) => {
-            let report = RunReport {
-                attempt: envelope.attempt,
-                status: result.status,
-                output: result.output,
-                error: result.error,
-                logs: vec!["reported asynchronously".into()],
-                node: None,
-            };
-            let url = format!("{report_url}/report");
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                if let Err(e) = http.post(&url).json(&report).send().await {
-                    eprintln!("could not report to {url}: {e}");
-                }
-            });
-            StatusCode::ACCEPTED.into_response()
-        }
-        _ => Json(result).into_response(),
-    }
-}
-
-fn outcome(envelope: &RunEnvelope) -> RunResult {
     let output = json!({
-        "echo": envelope.params,
-        "task": envelope.task,
-        "run_id": envelope.run_id,
-        "attempt": envelope.attempt,
-        "shard": {"index": envelope.shard.index, "total": envelope.shard.total},
+        "echo": ctx.params(),
+        "task": ctx.task(),
+        "run_id": ctx.run_id(),
+        "attempt": ctx.attempt(),
+        "shard": {"index": ctx.shard_index(), "total": ctx.shard_total()},
     });
-    if envelope.params.get("fail").and_then(Value::as_bool) == Some(true) {
-        RunResult {
-            status: ResultStatus::Failed,
-            output: Some(output),
-            error: Some("asked to fail (fail=true)".into()),
-        }
-    } else {
-        RunResult { status: ResultStatus::Succeeded, output: Some(output), error: None }
+    if ctx.param::<bool>("fail")? == Some(true) {
+        return Err(HandlerError::msg("asked to fail (fail=true)").with_output(output));
     }
+    Ok(output)
 }

@@ -184,10 +184,21 @@ pub type HandlerResult = Result<Value, HandlerError>;
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 type HandlerFn = Arc<dyn Fn(RunContext) -> BoxFuture<HandlerResult> + Send + Sync + 'static>;
 
+type DeferFn = Arc<dyn Fn(&RunContext) -> bool + Send + Sync + 'static>;
+
 #[derive(Clone)]
 struct Handler {
     run: HandlerFn,
-    is_async: bool,
+    mode: Mode,
+}
+
+/// How a handler is answered.
+#[derive(Clone)]
+enum Mode {
+    Sync,
+    Async,
+    /// Async when the function says so for the run at hand.
+    Decide(DeferFn),
 }
 
 /// The outcome of one dispatch, independent of the transport that carried it.
@@ -282,7 +293,7 @@ impl ExecutorNodeBuilder {
         F: Fn(RunContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
-        self.add_handler(name.into(), handler, false)
+        self.add_handler(name.into(), handler, Mode::Sync)
     }
 
     /// A handler answered with `202 Accepted` at once; its result is reported to the scheduler when it returns
@@ -292,16 +303,28 @@ impl ExecutorNodeBuilder {
         F: Fn(RunContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
-        self.add_handler(name.into(), handler, true)
+        self.add_handler(name.into(), handler, Mode::Async)
     }
 
-    fn add_handler<F, Fut>(mut self, name: String, handler: F, is_async: bool) -> Self
+    /// A handler answered asynchronously (like [`async_handler`](Self::async_handler)) for the runs where
+    /// `defer` returns `true`, synchronously (like [`handler`](Self::handler)) for the others; e.g.
+    /// `|ctx| ctx.param::<bool>("async").ok().flatten() == Some(true)`.
+    pub fn deferrable_handler<D, F, Fut>(self, name: impl Into<String>, defer: D, handler: F) -> Self
+    where
+        D: Fn(&RunContext) -> bool + Send + Sync + 'static,
+        F: Fn(RunContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        self.add_handler(name.into(), handler, Mode::Decide(Arc::new(defer)))
+    }
+
+    fn add_handler<F, Fut>(mut self, name: String, handler: F, mode: Mode) -> Self
     where
         F: Fn(RunContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
         let run: HandlerFn = Arc::new(move |ctx| Box::pin(handler(ctx)));
-        self.handlers.push((name, Handler { run, is_async }));
+        self.handlers.push((name, Handler { run, mode }));
         self
     }
 
@@ -553,11 +576,7 @@ impl ExecutorNode {
         let node_id = self.id().to_string();
         tracing::debug!(run_id = %envelope.run_id, task = %envelope.task, attempt = envelope.attempt,
             handler = %name, "dispatch");
-        let run_async = handler.is_async && envelope.report_url.is_some();
-        if handler.is_async && !run_async {
-            tracing::warn!(run_id = %envelope.run_id, handler = %name,
-                "the envelope has no report_url (the scheduler has no public URL): answering synchronously");
-        }
+        let has_report_url = envelope.report_url.is_some();
         let ctx = RunContext::new(
             envelope,
             node_id,
@@ -565,6 +584,16 @@ impl ExecutorNode {
             self.inner.auth.clone(),
             self.inner.log_flush_interval,
         );
+        let wants_async = match &handler.mode {
+            Mode::Sync => false,
+            Mode::Async => true,
+            Mode::Decide(defer) => defer(&ctx),
+        };
+        let run_async = wants_async && has_report_url;
+        if wants_async && !run_async {
+            tracing::warn!(run_id = %ctx.run_id(), handler = %name,
+                "the envelope has no report_url (the scheduler has no public URL): answering synchronously");
+        }
         if run_async {
             let inner = self.inner.clone();
             tokio::spawn(async move {

@@ -125,7 +125,7 @@ fn declared_tasks_get_candidates_and_path_filled_in() {
             .iter()
             .map(|n| {
                 let run: HandlerFn = Arc::new(|_| Box::pin(async { Ok(Value::Null) }));
-                (n.to_string(), Handler { run, is_async: false })
+                (n.to_string(), Handler { run, mode: Mode::Sync })
             })
             .collect()
     };
