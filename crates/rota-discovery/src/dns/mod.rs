@@ -194,17 +194,23 @@ impl DnsDiscovery {
         }
     }
 
-    /// Every address of `host` (A and AAAA, following CNAMEs in the answer), sorted.
+    /// Every address of `host` (A and AAAA, following CNAMEs in the answer), sorted. The TTL is that of the
+    /// records found; an empty half (an IPv4-only host's AAAA) does not shorten it.
     async fn addresses(&self, host: &str) -> Result<Lookup<BTreeSet<IpAddr>>, String> {
         let (a, aaaa) = tokio::join!(self.query(host, wire::TYPE_A), self.query(host, wire::TYPE_AAAA));
         let mut value = BTreeSet::new();
-        let mut ttl = MAX_CACHE_TTL;
+        let mut ttl: Option<Duration> = None;
+        let mut negative = MAX_CACHE_TTL;
         for msg in [a?, aaaa?] {
             let (ips, t) = addresses_in(&msg, host);
-            value.extend(ips);
-            ttl = ttl.min(t);
+            if ips.is_empty() {
+                negative = negative.min(t);
+            } else {
+                ttl = Some(ttl.map_or(t, |x| x.min(t)));
+                value.extend(ips);
+            }
         }
-        Ok(Lookup { value, ttl })
+        Ok(Lookup { value, ttl: ttl.unwrap_or(negative) })
     }
 
     async fn resolve(&self, target: &DnsTarget) -> Result<Lookup<Vec<Node>>, String> {
