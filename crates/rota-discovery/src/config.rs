@@ -85,9 +85,9 @@ impl TryFrom<RawService> for ServiceConfig {
                 Ok(ServiceConfig::Static(nodes))
             }
             (None, Some(dns)) => {
-                let target: DnsTarget = dns.parse().map_err(|e| format!("invalid `dns`: {e}"))?;
+                let target: DnsTarget = dns.parse().map_err(|e| format!("`dns`: {e}"))?;
                 let scheme = raw.scheme.unwrap_or_else(|| "http".into());
-                dns::check_scheme(&scheme).map_err(|e| format!("invalid `scheme`: {e}"))?;
+                dns::check_scheme(&scheme).map_err(|e| format!("`scheme`: {e}"))?;
                 let protocol = raw.protocol.unwrap_or_else(|| Protocol::of_scheme(&scheme));
                 Ok(ServiceConfig::Dns(DnsService { target, scheme, protocol }))
             }
@@ -177,4 +177,49 @@ pub(crate) fn build_with_nameserver(
         }
     }
     Ok(Arc::new(router))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> Arc<dyn rota_store::Store> {
+        Arc::new(rota_store_sql::testing::fresh_sqlite().await)
+    }
+
+    fn dns_config(nameserver: Option<SocketAddr>) -> DiscoveryConfig {
+        let service = DnsService::new("a:x.example:80".parse().unwrap());
+        DiscoveryConfig {
+            nameserver,
+            services: BTreeMap::from([("reports".to_string(), ServiceConfig::Dns(service))]),
+            ..DiscoveryConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dns_service_needs_a_nameserver() {
+        let err = build_with_nameserver(store().await, &dns_config(None), || None).err().expect("refused");
+        assert_eq!(err, ConfigError::NoNameserver { service: "reports".into() });
+        assert!(err.to_string().contains("discovery.nameserver"), "{err}");
+        let system: SocketAddr = "10.0.0.53:53".parse().unwrap();
+        assert!(build_with_nameserver(store().await, &dns_config(None), || Some(system)).is_ok());
+        let configured = Some("127.0.0.1:5353".parse().unwrap());
+        assert!(build_with_nameserver(store().await, &dns_config(configured), || unreachable!()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn service_names_must_be_usable() {
+        let mut c = DiscoveryConfig::default();
+        c.services.insert("has space".into(), ServiceConfig::Static(vec![]));
+        let err = build(store().await, &c).err().expect("refused");
+        assert_eq!(err, ConfigError::InvalidServiceName("has space".into()));
+    }
+
+    #[test]
+    fn nameservers() {
+        assert_eq!(parse_nameserver("127.0.0.1:5353"), Ok("127.0.0.1:5353".parse().unwrap()));
+        assert_eq!(parse_nameserver("[::1]"), Ok("[::1]:53".parse().unwrap()));
+        assert_eq!(parse_nameserver("[::1]:5300"), Ok("[::1]:5300".parse().unwrap()));
+        assert!(parse_nameserver("localhost:53").is_err());
+    }
 }
