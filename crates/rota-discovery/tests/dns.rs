@@ -556,3 +556,48 @@ async fn truncated_answers_retry_over_tcp() {
     let reason = unavailable(d.candidates("big").await);
     assert!(reason.contains("truncated"), "{reason}");
 }
+
+/// Concurrent lookups of one service share one refresh; while a refresh waits for a silent server, callers with
+/// a last good answer get it at once.
+#[tokio::test]
+async fn concurrent_lookups_share_a_refresh_and_do_not_wait_with_a_stale_answer() {
+    let dns = FakeDns::start(|q| match q.qtype {
+        A => vec![answer(q, OK, &[a(5, [10, 0, 0, 1])], &[], &[])],
+        _ => vec![answer(q, OK, &[], &[], &[])],
+    })
+    .await;
+    let clock = clock();
+    let d = Arc::new(
+        DnsDiscovery::new(dns.addr)
+            .with_clock(clock.clone())
+            .with_timeout(Duration::from_secs(3))
+            .with_service("s", service("a:x.example:80")),
+    );
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let d = d.clone();
+            tokio::spawn(async move { d.candidates("s").await })
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(addresses(&c.await.unwrap().unwrap()), ["http://10.0.0.1:80"]);
+    }
+    assert_eq!(dns.count(), 2, "one A and one AAAA query for 20 callers");
+
+    dns.set(|_| vec![]);
+    clock.advance(Duration::from_secs(5));
+    let first = {
+        let d = d.clone();
+        tokio::spawn(async move { d.candidates("s").await })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while dns.count() < 4 {
+        assert!(tokio::time::Instant::now() < deadline, "the refresh never asked");
+        tokio::task::yield_now().await;
+    }
+    // The refresh is now waiting for its 3 s timeout.
+    assert_eq!(addresses(&d.candidates("s").await.unwrap()), ["http://10.0.0.1:80"]);
+    assert!(!first.is_finished(), "the second caller did not wait for the refresh");
+    assert_eq!(dns.count(), 4, "no second refresh");
+    assert_eq!(addresses(&first.await.unwrap().unwrap()), ["http://10.0.0.1:80"]);
+}

@@ -137,14 +137,16 @@ struct CacheEntry {
 
 struct ServiceSlot {
     service: DnsService,
+    cache: std::sync::Mutex<Option<CacheEntry>>,
     /// Held across a refresh, so concurrent dispatches of one service send one set of queries.
-    cache: tokio::sync::Mutex<Option<CacheEntry>>,
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 /// Executor nodes from DNS: each configured service is an A/AAAA or SRV lookup ([`DnsTarget`]).
 ///
 /// Answers are cached for their TTL clamped to [[`MIN_CACHE_TTL`], [`MAX_CACHE_TTL`]]. When a refresh fails the
-/// last good answer is served (stale) and the refresh is retried after [`MIN_CACHE_TTL`]. NXDOMAIN (or no
+/// last good answer is served (stale) and the refresh is retried after [`MIN_CACHE_TTL`]; while a refresh is
+/// running, callers that have a last good answer get it without waiting. NXDOMAIN (or no
 /// records) is an empty list; a failure with no earlier answer is [`DiscoveryError::Unavailable`]. The order is
 /// stable: SRV priority, then target name and port, then address (IPv4 before IPv6); duplicates are dropped.
 pub struct DnsDiscovery {
@@ -178,7 +180,10 @@ impl DnsDiscovery {
 
     /// Adds (or replaces) a service.
     pub fn with_service(mut self, name: impl Into<String>, service: DnsService) -> DnsDiscovery {
-        self.services.insert(name.into(), ServiceSlot { service, cache: tokio::sync::Mutex::new(None) });
+        self.services.insert(
+            name.into(),
+            ServiceSlot { service, cache: std::sync::Mutex::new(None), refreshing: tokio::sync::Mutex::new(()) },
+        );
         self
     }
 
@@ -370,49 +375,73 @@ fn rcode_name(rcode: u8) -> String {
     }
 }
 
-#[async_trait]
-impl Discovery for DnsDiscovery {
-    async fn candidates(&self, service: &str) -> Result<Vec<Candidate>, DiscoveryError> {
-        let slot = self.services.get(service).ok_or_else(|| DiscoveryError::UnknownService(service.to_string()))?;
-        let mut cache = slot.cache.lock().await;
+impl DnsDiscovery {
+    /// The cached answer of `slot` if it is fresh at `now`.
+    fn cached(slot: &ServiceSlot, now: DateTime<Utc>) -> Option<Result<Vec<Candidate>, String>> {
+        let cache = slot.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.as_ref().filter(|e| clock::fresh(now, e.fetched_at, e.expires_at)).map(|e| e.result.clone())
+    }
+
+    /// The last good answer of `slot`, however old.
+    fn last_good(slot: &ServiceSlot) -> Option<Vec<Candidate>> {
+        let cache = slot.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.as_ref().and_then(|e| e.result.as_ref().ok()).cloned()
+    }
+
+    async fn refresh(&self, service: &str, slot: &ServiceSlot) -> Result<Vec<Candidate>, String> {
         let now = self.clock.now();
-        if let Some(entry) = cache.as_ref()
-            && clock::fresh(now, entry.fetched_at, entry.expires_at)
-        {
-            return entry
-                .result
-                .clone()
-                .map_err(|reason| DiscoveryError::Unavailable { service: service.to_string(), reason });
-        }
-        match self.resolve(&slot.service.target).await {
+        let (result, ttl) = match self.resolve(&slot.service.target).await {
             Ok(found) => {
                 let ttl = found.ttl.clamp(MIN_CACHE_TTL, MAX_CACHE_TTL);
                 let candidates = candidates_of(&slot.service, found.value);
                 tracing::debug!(service, target = %slot.service.target, nodes = candidates.len(), ?ttl, "DNS discovery");
-                *cache = Some(CacheEntry {
-                    result: Ok(candidates.clone()),
-                    fetched_at: now,
-                    expires_at: clock::add(now, ttl),
-                });
-                Ok(candidates)
+                (Ok(candidates), ttl)
             }
             Err(reason) => {
                 let reason = format!("DNS lookup of {} failed: {reason}", slot.service.target);
-                let stale = cache.as_ref().and_then(|e| e.result.as_ref().ok()).cloned();
+                let stale = DnsDiscovery::last_good(slot);
                 if stale.is_some() {
                     tracing::warn!(service, %reason, "serving the last good DNS answer");
                 } else {
                     tracing::warn!(service, %reason, "DNS discovery failed");
                 }
-                let result = stale.ok_or(reason);
-                *cache = Some(CacheEntry {
-                    result: result.clone(),
-                    fetched_at: now,
-                    expires_at: clock::add(now, MIN_CACHE_TTL),
-                });
-                result.map_err(|reason| DiscoveryError::Unavailable { service: service.to_string(), reason })
+                (stale.ok_or(reason), MIN_CACHE_TTL)
             }
+        };
+        let entry = CacheEntry { result: result.clone(), fetched_at: now, expires_at: clock::add(now, ttl) };
+        *slot.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some(entry);
+        result
+    }
+}
+
+#[async_trait]
+impl Discovery for DnsDiscovery {
+    async fn candidates(&self, service: &str) -> Result<Vec<Candidate>, DiscoveryError> {
+        let slot = self.services.get(service).ok_or_else(|| DiscoveryError::UnknownService(service.to_string()))?;
+        let unavailable = |reason| DiscoveryError::Unavailable { service: service.to_string(), reason };
+        if let Some(result) = DnsDiscovery::cached(slot, self.clock.now()) {
+            return result.map_err(unavailable);
         }
+        // One refresh at a time per service. While one runs, callers with a last good answer get it at once
+        // instead of waiting for the refresh (which may be waiting for a timeout); the others wait for it.
+        let _refreshing = match slot.refreshing.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                if let Some(stale) = DnsDiscovery::last_good(slot) {
+                    return Ok(stale);
+                }
+                let guard = slot.refreshing.lock().await;
+                if let Some(result) = DnsDiscovery::cached(slot, self.clock.now()) {
+                    return result.map_err(unavailable);
+                }
+                guard
+            }
+        };
+        // Another caller may have finished a refresh between the first check and taking the lock.
+        if let Some(result) = DnsDiscovery::cached(slot, self.clock.now()) {
+            return result.map_err(unavailable);
+        }
+        self.refresh(service, slot).await.map_err(unavailable)
     }
 }
 
