@@ -141,15 +141,19 @@
 #![doc = include_str!("container/DOCS.md")]
 
 pub mod container;
+mod grpc;
 mod http;
+mod protocol;
 mod router;
 pub mod template;
 
 pub use container::{ContainerExecutor, ContainerExecutorConfig, ContainerRuntime, DockerRuntime};
+pub use grpc::{GrpcProtocol, GrpcProtocolConfig};
 pub use http::{
     BuildError, DEFAULT_MAX_RESPONSE_BYTES, ERROR_EXCERPT_CHARS, HttpExecutor, HttpExecutorConfig, RAW_OUTPUT_LIMIT,
     default_user_agent,
 };
+pub use protocol::{Protocol, ProtocolExecutor};
 pub use router::Router;
 pub use template::TemplateError;
 
