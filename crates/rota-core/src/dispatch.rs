@@ -19,17 +19,21 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rota_proto::{ResultStatus, RunReport, ShardInfo};
+use rota_spec::{DispatchMode, SuccessPolicy};
 use rota_store::{
-    AttemptState, CompleteAttempt, NewAttempt, RunPatch, RunRecord, RunState, StoreError, Transition, truncate_millis,
+    AttemptRecord, AttemptState, CompleteAttempt, NewAttempt, RunPatch, RunRecord, RunState, StoreError, Transition,
+    truncate_millis,
 };
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::balance::{self, SelectState};
+use crate::discovery::Candidate;
 use crate::events::EventKind;
 use crate::scheduler::{Inner, add, lock, now};
 use crate::tasks::LoadedTask;
 use crate::timer::TimerKey;
-use crate::{CoreError, CoreResult, Dispatch, DispatchOutcome};
+use crate::{CoreError, CoreResult, Dispatch, DispatchOutcome, NodeEndpoint};
 
 /// How long past an attempt's timeout the core waits for an executor that does not bound its own waiting.
 const EXECUTOR_GRACE: Duration = Duration::from_secs(1);
@@ -145,11 +149,13 @@ impl Inner {
 
         let attempt = run.attempts + 1;
         let timeout = task.timeout(self.config.default_timeout);
+        let plan = self.plan_targets(&task, &run, attempt).await;
+        // Discovery may have taken a while: the attempt's clock starts now.
+        let now = crate::scheduler::now();
         let deadline = truncate_millis(add(now, timeout));
-        let node = task.choose_node();
-        let node_label = match &node {
-            Ok(Some(n)) => n.id.clone(),
-            _ => String::new(),
+        let node_label = match &plan {
+            Ok(targets) => targets.first().and_then(|t| t.node.as_ref()).map(|n| n.id.clone()).unwrap_or_default(),
+            Err(_) => String::new(),
         };
         let patch = RunPatch {
             attempts: Some(attempt),
@@ -196,8 +202,8 @@ impl Inner {
                 return;
             }
         };
-        let endpoint = match node {
-            Ok(n) => n,
+        let targets = match plan {
+            Ok(t) => t,
             Err(msg) => {
                 let _ = self.finish_and_settle(&run, att.id, attempt, Settle::Failed(msg), Some(task)).await;
                 return;
@@ -210,34 +216,26 @@ impl Inner {
             let _ = self.finish_and_settle(&run, att.id, attempt, Settle::Failed(msg), Some(task)).await;
             return;
         }
+        if targets.len() > 1 {
+            self.dispatch_many(run, att, targets, task, deadline, timeout, token).await;
+            return;
+        }
+        let target = targets.into_iter().next().unwrap_or(Target { node: None, shard: ShardInfo::default() });
         self.publish_run(&run, EventKind::Dispatched { attempt, node: node_label });
 
-        let d = Dispatch {
-            run_id,
-            attempt,
-            namespace: run.namespace.clone(),
-            name: run.name.clone(),
-            scheduled_at: run.scheduled_at,
-            params: match &run.params {
-                Value::Object(m) => m.clone(),
-                _ => Map::new(),
-            },
-            shard: ShardInfo::default(),
-            deadline,
-            timeout,
-            target: task.task.spec.target.clone(),
-            node: endpoint,
-            report_url: self
-                .config
-                .public_url
-                .as_deref()
-                .map(|base| format!("{}/api/v1/runs/{run_id}", base.trim_end_matches('/'))),
+        let d = self.dispatch_of(&run, attempt, &task, &target, deadline, timeout);
+        let node_id = target.node.as_ref().map(|n| n.id.clone());
+        let outcome = {
+            let _active = node_id.as_deref().map(|id| self.health.start(id));
+            tokio::select! {
+                o = self.executor.dispatch(d) => Some(o),
+                _ = tokio::time::sleep(timeout + EXECUTOR_GRACE) => Some(DispatchOutcome::TimedOut),
+                _ = token.cancelled() => None,
+            }
         };
-        let outcome = tokio::select! {
-            o = self.executor.dispatch(d) => Some(o),
-            _ = tokio::time::sleep(timeout + EXECUTOR_GRACE) => Some(DispatchOutcome::TimedOut),
-            _ = token.cancelled() => None,
-        };
+        if let (Some(id), Some(o)) = (&node_id, &outcome) {
+            self.health.record(id, node_answered(o));
+        }
         let settle = match outcome {
             None if self.abort.is_cancelled() => {
                 Settle::Failed("scheduler shut down before the attempt finished".into())
@@ -427,10 +425,28 @@ impl Inner {
                 return;
             }
         };
-        let current = attempts
-            .iter()
-            .filter(|a| a.attempt == run.attempts)
-            .max_by_key(|a| (a.state == AttemptState::Running, a.id));
+        let rows: Vec<&AttemptRecord> = attempts.iter().filter(|a| a.attempt == run.attempts).collect();
+        if rows.len() > 1 {
+            // A multi-node attempt: finish every row still running, then settle the run with the aggregate.
+            for a in rows.iter().filter(|a| a.state == AttemptState::Running) {
+                let (state, error) = if expected == RunState::Running {
+                    let timeout = a.deadline.and_then(|d| (d - a.started_at).to_std().ok()).unwrap_or_default();
+                    (AttemptState::TimedOut, timed_out_message(run.attempts, timeout))
+                } else {
+                    (AttemptState::Failed, reason.to_string())
+                };
+                match self.store.finish_attempt(a.id, state, None, Some(error), now()).await {
+                    Ok(_) | Err(StoreError::Conflict { .. }) => {}
+                    Err(e) => {
+                        tracing::warn!(run_id = run.id, error = %e, "could not finish a node's attempt");
+                        return;
+                    }
+                }
+            }
+            self.conclude_many(run.id, run.attempts, task).await;
+            return;
+        }
+        let current = rows.into_iter().max_by_key(|a| (a.state == AttemptState::Running, a.id));
         let result = match current {
             Some(a) if a.state == AttemptState::Running => {
                 let outcome = if expected == RunState::Running {
@@ -481,29 +497,71 @@ impl Inner {
                 run.attempts, report.attempt
             )));
         }
+        let task = match self.store.get_task_by_id(run.task_id).await? {
+            Some(rec) => self.specs.load(&rec).ok(),
+            None => None,
+        };
+        let rows: Vec<AttemptRecord> =
+            self.store.list_attempts(run_id).await?.into_iter().filter(|a| a.attempt == report.attempt).collect();
+        let from_static = task.as_ref().is_some_and(|t| {
+            t.task.spec.candidates.as_ref().is_some_and(|c| c.r#static.as_ref().is_some_and(|l| !l.is_empty()))
+        });
+        let row = match &report.node {
+            Some(node) => match rows.iter().find(|a| &a.node == node) {
+                Some(a) => a,
+                // Static candidates are known by address, not by node id: a single-node attempt to one of them
+                // accepts a report naming any node.
+                None if rows.len() == 1 && from_static => &rows[0],
+                None => {
+                    return Err(CoreError::Conflict(format!(
+                        "attempt {} of run {run_id} was not dispatched to node {node:?}; a node can report only \
+                         runs it was given",
+                        report.attempt
+                    )));
+                }
+            },
+            None if rows.len() > 1 => {
+                return Err(CoreError::Conflict(format!(
+                    "attempt {} of run {run_id} went to {} nodes; the report must name its node",
+                    report.attempt,
+                    rows.len()
+                )));
+            }
+            None => rows.first().ok_or_else(|| {
+                CoreError::Conflict(format!("attempt {} of run {run_id} has not started", report.attempt))
+            })?,
+        };
+        if row.state != AttemptState::Running {
+            return Err(CoreError::Conflict(match &report.node {
+                Some(node) => format!("attempt {} of run {run_id} on node {node} has already finished", report.attempt),
+                None => format!("attempt {} of run {run_id} has already finished", report.attempt),
+            }));
+        }
         if !report.logs.is_empty() {
             self.store.append_logs(run_id, "executor", &report.logs, now()).await?;
         }
-        let attempt = self
-            .store
-            .list_attempts(run_id)
-            .await?
-            .into_iter()
-            .find(|a| a.attempt == report.attempt && a.state == AttemptState::Running)
-            .ok_or_else(|| {
-                CoreError::Conflict(format!("attempt {} of run {run_id} has already finished", report.attempt))
-            })?;
         let outcome = match report.status {
             ResultStatus::Succeeded => Settle::Succeeded(report.output),
             ResultStatus::Failed => {
                 Settle::Failed(report.error.unwrap_or_else(|| "the executor reported a failure".into()))
             }
         };
-        let task = match self.store.get_task_by_id(run.task_id).await? {
-            Some(rec) => self.specs.load(&rec).ok(),
-            None => None,
+        if rows.len() == 1 {
+            return self.finish_and_settle(&run, row.id, report.attempt, outcome, task).await;
+        }
+        let (state, output, error) = match outcome {
+            Settle::Succeeded(o) => (AttemptState::Succeeded, o, None),
+            Settle::Failed(e) | Settle::TimedOut(e) => (AttemptState::Failed, None, Some(e)),
         };
-        self.finish_and_settle(&run, attempt.id, report.attempt, outcome, task).await
+        self.store.finish_attempt(row.id, state, output, error, now()).await?;
+        match self.conclude_many(run_id, report.attempt, task).await {
+            Some(r) => Ok(r),
+            None => self
+                .store
+                .get_run(run_id)
+                .await?
+                .ok_or_else(|| CoreError::NotFound { entity: "run", key: run_id.to_string() }),
+        }
     }
 
     pub(crate) async fn cancel(self: &Arc<Self>, run_id: i64, reason: &str) -> CoreResult<RunRecord> {
@@ -559,6 +617,292 @@ impl Inner {
         match self.cancel(run_id, reason).await {
             Ok(_) | Err(CoreError::Conflict(_)) | Err(CoreError::NotFound { .. }) => {}
             Err(e) => tracing::warn!(run_id, error = %e, "could not cancel run"),
+        }
+    }
+}
+
+/// One node (or none: a container, an `http.url` target) of an attempt, with its shard.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub node: Option<NodeEndpoint>,
+    pub shard: ShardInfo,
+}
+
+/// Whether the node answered (any result, or "accepted"): a breaker counts only failed or timed-out dispatches.
+fn node_answered(o: &DispatchOutcome) -> bool {
+    matches!(o, DispatchOutcome::Completed(_) | DispatchOutcome::Accepted)
+}
+
+/// The outcome of an attempt that went to several nodes, from its finished rows (one per node), by the task's
+/// success policy: `all` — succeeded when every node succeeded; `any` — when at least one did. The output of a
+/// successful run is an object of the succeeded nodes' outputs by node id. A failed run's error lists the nodes
+/// that failed; it is a timeout when every failure was one.
+pub(crate) fn aggregate(rows: &[AttemptRecord], policy: SuccessPolicy) -> Settle {
+    let total = rows.len();
+    let succeeded: Vec<&AttemptRecord> = rows.iter().filter(|a| a.state == AttemptState::Succeeded).collect();
+    let failed: Vec<&AttemptRecord> = rows.iter().filter(|a| a.state != AttemptState::Succeeded).collect();
+    let ok = match policy {
+        SuccessPolicy::All => failed.is_empty(),
+        SuccessPolicy::Any => !succeeded.is_empty(),
+    };
+    if ok {
+        let outputs: Map<String, Value> =
+            succeeded.iter().map(|a| (a.node.clone(), a.output.clone().unwrap_or(Value::Null))).collect();
+        return Settle::Succeeded(Some(Value::Object(outputs)));
+    }
+    let reasons: Vec<String> =
+        failed.iter().map(|a| format!("{}: {}", a.node, a.error.as_deref().unwrap_or(a.state.as_str()))).collect();
+    let msg = format!("{} of {total} nodes failed: {}", failed.len(), reasons.join("; "));
+    if failed.iter().all(|a| a.state == AttemptState::TimedOut) { Settle::TimedOut(msg) } else { Settle::Failed(msg) }
+}
+
+impl Inner {
+    /// The node(s) of the next attempt of `run`: from the task's static list or its service's discovery, through
+    /// the filters, dispatch mode and load-balancing strategy of [`crate::balance`]. A task without candidates
+    /// (container, `http.url`) gets one target without a node. `Err` is the attempt's error.
+    pub(crate) async fn plan_targets(
+        &self,
+        task: &LoadedTask,
+        run: &RunRecord,
+        attempt: u32,
+    ) -> Result<Vec<Target>, String> {
+        let spec = &task.task.spec;
+        let none = || vec![Target { node: None, shard: ShardInfo::default() }];
+        let Some(c) = &spec.candidates else { return Ok(none()) };
+        let protocol = balance::protocol_for(&spec.target);
+        let candidates: Vec<Candidate> = if let Some(list) = c.r#static.as_ref().filter(|l| !l.is_empty()) {
+            list.iter().map(|a| Candidate { protocol: protocol.to_string(), ..Candidate::from_address(a) }).collect()
+        } else if let Some(service) = &c.service {
+            let discovery = self.discovery();
+            match discovery.candidates(service).await {
+                Ok(c) => c,
+                Err(e) => return Err(e.to_string()),
+            }
+        } else {
+            return Ok(none());
+        };
+        let switch = spec.retry.switch_node && attempt > 1;
+        let used = if switch {
+            match self.store.list_attempts(run.id).await {
+                Ok(rows) => rows.into_iter().map(|a| a.node).collect(),
+                Err(e) => {
+                    tracing::debug!(run_id = run.id, error = %e, "could not read earlier attempts; not switching");
+                    Default::default()
+                }
+            }
+        } else {
+            Default::default()
+        };
+        let state = SelectState {
+            round_robin: task.next_round_robin(),
+            active: self.health.active(),
+            cooling: self.health.cooling(),
+            used,
+        };
+        let params = match &run.params {
+            Value::Object(m) => m.clone(),
+            _ => Map::new(),
+        };
+        let hash = balance::hash_value(spec.dispatch.hash_key.as_deref(), &params, &task.task.key());
+        let chosen =
+            balance::select(&spec.dispatch, protocol, candidates, &hash, &state, switch).map_err(|e| {
+                match &c.service {
+                    Some(s) => format!("{e} (service {s})"),
+                    None => e,
+                }
+            })?;
+        let fans = !matches!(spec.dispatch.mode, DispatchMode::Unicast);
+        Ok(chosen
+            .into_iter()
+            .map(|ch| Target {
+                node: Some(NodeEndpoint { id: ch.node.id, address: ch.node.address }),
+                shard: if fans && spec.dispatch.mode == DispatchMode::Sharded {
+                    ShardInfo { index: ch.shard_index, total: ch.shard_total }
+                } else {
+                    ShardInfo::default()
+                },
+            })
+            .collect())
+    }
+
+    /// The dispatch of one attempt of `run` to one target.
+    fn dispatch_of(
+        &self,
+        run: &RunRecord,
+        attempt: u32,
+        task: &LoadedTask,
+        target: &Target,
+        deadline: DateTime<Utc>,
+        timeout: Duration,
+    ) -> Dispatch {
+        Dispatch {
+            run_id: run.id,
+            attempt,
+            namespace: run.namespace.clone(),
+            name: run.name.clone(),
+            scheduled_at: run.scheduled_at,
+            params: match &run.params {
+                Value::Object(m) => m.clone(),
+                _ => Map::new(),
+            },
+            shard: target.shard,
+            deadline,
+            timeout,
+            target: task.task.spec.target.clone(),
+            node: target.node.clone(),
+            report_url: self
+                .config
+                .public_url
+                .as_deref()
+                .map(|base| format!("{}/api/v1/runs/{}", base.trim_end_matches('/'), run.id)),
+        }
+    }
+
+    /// Sends one attempt to several nodes at once (multicast, broadcast, sharded): one attempt row per node, all
+    /// sent concurrently, each row finished with its node's outcome; when every row has finished the run gets
+    /// the aggregate outcome ([`aggregate`]); while asynchronous nodes are still working it is `running`.
+    #[allow(clippy::too_many_arguments)]
+    async fn dispatch_many(
+        self: &Arc<Self>,
+        run: RunRecord,
+        first: AttemptRecord,
+        targets: Vec<Target>,
+        task: Arc<LoadedTask>,
+        deadline: DateTime<Utc>,
+        timeout: Duration,
+        token: CancellationToken,
+    ) {
+        let attempt = first.attempt;
+        let mut rows = vec![(targets[0].clone(), first)];
+        for t in &targets[1..] {
+            let node = t.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
+            let new = NewAttempt { run_id: run.id, attempt, node, started_at: now(), deadline: Some(deadline) };
+            match self.store.insert_attempt(new).await {
+                Ok(a) => rows.push((t.clone(), a)),
+                Err(e) => {
+                    // Nothing has been sent: fail the rows recorded so far and settle the run by its retry policy.
+                    let msg = format!("could not record the attempt of every node: {e}");
+                    for (_, a) in &rows {
+                        let _ =
+                            self.store.finish_attempt(a.id, AttemptState::Failed, None, Some(msg.clone()), now()).await;
+                    }
+                    let _ = self.settle(&run, attempt, Settle::Failed(msg), Some(task)).await;
+                    return;
+                }
+            }
+        }
+        if self.store.supports_cluster() && !self.leases.valid_at(run.shard, now()) {
+            let msg = "the shard lease expired before the dispatch was sent".to_string();
+            for (_, a) in &rows {
+                let _ = self.store.finish_attempt(a.id, AttemptState::Failed, None, Some(msg.clone()), now()).await;
+            }
+            let _ = self.settle(&run, attempt, Settle::Failed(msg), Some(task)).await;
+            return;
+        }
+        for (t, _) in &rows {
+            let node = t.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
+            self.publish_run(&run, EventKind::Dispatched { attempt, node });
+        }
+        let sends = rows.iter().map(|(t, a)| {
+            let d = self.dispatch_of(&run, attempt, &task, t, deadline, timeout);
+            let node = t.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
+            let this = self.clone();
+            let attempt_id = a.id;
+            async move {
+                let outcome = {
+                    let _active = this.health.start(&node);
+                    tokio::time::timeout(timeout + EXECUTOR_GRACE, this.executor.dispatch(d))
+                        .await
+                        .unwrap_or(DispatchOutcome::TimedOut)
+                };
+                this.health.record(&node, node_answered(&outcome));
+                (attempt_id, outcome)
+            }
+        });
+        let outcomes = tokio::select! {
+            o = futures::future::join_all(sends) => o,
+            _ = token.cancelled() => {
+                if self.abort.is_cancelled() {
+                    let msg = "scheduler shut down before the attempt finished";
+                    for (_, a) in &rows {
+                        let _ = self.store.finish_attempt(a.id, AttemptState::Failed, None, Some(msg.into()), now()).await;
+                    }
+                    self.conclude_many(run.id, attempt, Some(task)).await;
+                }
+                return; // otherwise cancelled: the run and its attempts are already recorded
+            }
+        };
+        for (attempt_id, outcome) in outcomes {
+            let (state, output, error) = match outcome {
+                DispatchOutcome::Accepted => continue,
+                DispatchOutcome::Completed(res) => match res.status {
+                    ResultStatus::Succeeded => (AttemptState::Succeeded, res.output, None),
+                    ResultStatus::Failed => (
+                        AttemptState::Failed,
+                        None,
+                        Some(res.error.unwrap_or_else(|| "the executor reported a failure".into())),
+                    ),
+                },
+                DispatchOutcome::Failed { error } => (AttemptState::Failed, None, Some(error)),
+                DispatchOutcome::TimedOut => (AttemptState::TimedOut, None, Some(timed_out_message(attempt, timeout))),
+            };
+            match self.store.finish_attempt(attempt_id, state, output, error, now()).await {
+                Ok(_) | Err(StoreError::Conflict { .. }) => {}
+                Err(e) => tracing::warn!(run_id = run.id, error = %e, "could not record a node's outcome"),
+            }
+        }
+        self.conclude_many(run.id, attempt, Some(task)).await;
+    }
+
+    /// After a row of a multi-node attempt finished: when every row of the attempt has, settles the run with the
+    /// aggregate outcome; otherwise marks it `running` (asynchronous nodes are still working). Racing callers
+    /// are fine: the run's compare-and-set lets one of them settle it.
+    pub(crate) async fn conclude_many(
+        self: &Arc<Self>,
+        run_id: i64,
+        attempt: u32,
+        task: Option<Arc<LoadedTask>>,
+    ) -> Option<RunRecord> {
+        let rows: Vec<AttemptRecord> = match self.store.list_attempts(run_id).await {
+            Ok(r) => r.into_iter().filter(|a| a.attempt == attempt).collect(),
+            Err(e) => {
+                tracing::warn!(run_id, error = %e, "could not list attempts; the timeout sweeper settles the run");
+                return None;
+            }
+        };
+        let run = match self.store.get_run(run_id).await {
+            Ok(Some(r)) if matches!(r.state, RunState::Dispatching | RunState::Running) && r.attempts == attempt => r,
+            Ok(r) => return r,
+            Err(e) => {
+                tracing::warn!(run_id, error = %e, "could not load the run");
+                return None;
+            }
+        };
+        if rows.iter().any(|a| a.state == AttemptState::Running) {
+            if run.state == RunState::Dispatching {
+                let t = Transition {
+                    run_id,
+                    from: vec![RunState::Dispatching],
+                    to: RunState::Running,
+                    patch: RunPatch { next_attempt_at: run.next_attempt_at.map(Some), ..RunPatch::default() },
+                    fence: None,
+                    now: now(),
+                };
+                if let Ok(r) = self.store.transition_run(t).await {
+                    self.publish_run(&r, EventKind::Running { attempt });
+                    return Some(r);
+                }
+            }
+            return Some(run);
+        }
+        let policy = task.as_ref().map(|t| t.task.spec.dispatch.success).unwrap_or_default();
+        let outcome = aggregate(&rows, policy);
+        match self.settle(&run, attempt, outcome, task).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::debug!(run_id, error = %e, "the multi-node run was settled elsewhere");
+                None
+            }
         }
     }
 }

@@ -107,6 +107,7 @@
 //! Every lifecycle change is published as an [`Event`] and logged with `tracing` under the target
 //! `rota::events` (outcomes at `info`/`warn`).
 
+mod balance;
 mod batch;
 pub mod discovery;
 mod dispatch;
@@ -114,6 +115,7 @@ pub mod events;
 pub mod executor;
 pub mod executors;
 mod fire;
+mod health;
 mod leases;
 pub mod membership;
 mod plan;

@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::batch::Writes;
+use crate::discovery::{Discovery, NoDiscovery};
 use crate::events::{Event, EventKind};
+use crate::health::NodeHealth;
 use crate::leases::Leases;
 use crate::membership::{self, CLUSTER_SERVICE, LABEL_INSTANCE, LABEL_SHARDS, View};
 use crate::plan::next_fire;
@@ -66,6 +68,11 @@ pub struct SchedulerConfig {
     /// Registration time-to-live of executor nodes: they heartbeat every `executor_ttl / 3` and leave the
     /// candidate set `executor_ttl` after their last heartbeat. Default 10 s.
     pub executor_ttl: Duration,
+    /// Consecutive failed dispatches (no answer, connection refused, timeout) after which an executor node is
+    /// avoided for `breaker_cool_down`. Default 3.
+    pub breaker_threshold: u32,
+    /// How long a failing executor node is avoided. Default 30 s.
+    pub breaker_cool_down: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -85,6 +92,8 @@ impl Default for SchedulerConfig {
             max_concurrent_fires: 512,
             spec_cache_capacity: 10_000,
             executor_ttl: Duration::from_secs(10),
+            breaker_threshold: 3,
+            breaker_cool_down: Duration::from_secs(30),
         }
     }
 }
@@ -130,6 +139,17 @@ pub(crate) struct Inner {
     instance: String,
     /// Shards whose acquisition is in progress.
     acquiring: Mutex<HashSet<u32>>,
+    /// Where `candidates.service` finds executor nodes.
+    discovery: std::sync::RwLock<Arc<dyn Discovery>>,
+    /// In-flight dispatches per executor node and circuit breakers.
+    pub(crate) health: NodeHealth,
+}
+
+impl Inner {
+    /// The current discovery.
+    pub(crate) fn discovery(&self) -> Arc<dyn Discovery> {
+        self.discovery.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// Locks a std mutex, ignoring poisoning (every critical section leaves its data consistent).
@@ -148,7 +168,9 @@ pub(crate) fn add(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
 
 impl Scheduler {
     pub fn new(store: Arc<dyn Store>, executor: Arc<dyn Executor>, config: SchedulerConfig) -> Self {
+        let health = NodeHealth::new(config.breaker_threshold, config.breaker_cool_down);
         let inner = Inner {
+            health,
             dispatch_slots: Arc::new(Semaphore::new(config.max_in_flight.clamp(1, Semaphore::MAX_PERMITS))),
             fire_slots: Arc::new(Semaphore::new(config.max_concurrent_fires.clamp(1, Semaphore::MAX_PERMITS))),
             specs: SpecCache::new(config.spec_cache_capacity),
@@ -168,8 +190,22 @@ impl Scheduler {
             view: Mutex::new(View::default()),
             instance: format!("{:016x}", rand::random::<u64>()),
             acquiring: Mutex::new(HashSet::new()),
+            discovery: std::sync::RwLock::new(Arc::new(NoDiscovery)),
         };
         Scheduler { inner: Arc::new(inner) }
+    }
+
+    /// Sets where `candidates.service` finds executor nodes (by default nowhere: such tasks fail their attempts
+    /// with "unknown executor service"). The server wires `rota-discovery`'s router (registry, static lists,
+    /// DNS); any [`Discovery`] works.
+    pub fn with_discovery(self, discovery: Arc<dyn Discovery>) -> Self {
+        self.set_discovery(discovery);
+        self
+    }
+
+    /// Replaces the discovery (takes effect for the next dispatch).
+    pub fn set_discovery(&self, discovery: Arc<dyn Discovery>) {
+        *self.inner.discovery.write().unwrap_or_else(|e| e.into_inner()) = discovery;
     }
 
     pub fn events(&self) -> &EventBus {

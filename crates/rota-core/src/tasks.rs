@@ -8,7 +8,7 @@ use std::time::Duration;
 use rota_spec::{CompiledSchedule, ConcurrencyPolicy, Task};
 use rota_store::TaskRecord;
 
-use crate::{CoreError, CoreResult, NodeEndpoint};
+use crate::{CoreError, CoreResult};
 
 /// A stored task's spec, parsed and compiled once per version.
 pub(crate) struct LoadedTask {
@@ -17,7 +17,7 @@ pub(crate) struct LoadedTask {
     pub task: Task,
     /// `None` for a dependency-only task (no `spec.schedule`).
     pub schedule: Option<CompiledSchedule>,
-    /// Round-robin position among static candidates.
+    /// Round-robin position among candidates.
     round_robin: AtomicUsize,
 }
 
@@ -41,21 +41,9 @@ impl LoadedTask {
         self.task.spec.timeout.map(|d| d.as_std()).unwrap_or(default)
     }
 
-    /// The node for the next attempt. Static candidates rotate per task (round robin); a service name needs
-    /// discovery, which a later issue adds; `http.url` and containers need no node.
-    pub fn choose_node(&self) -> Result<Option<NodeEndpoint>, String> {
-        let Some(c) = &self.task.spec.candidates else { return Ok(None) };
-        if let Some(list) = c.r#static.as_ref().filter(|l| !l.is_empty()) {
-            let i = self.round_robin.fetch_add(1, Ordering::Relaxed) % list.len();
-            let addr = list[i].clone();
-            return Ok(Some(NodeEndpoint { id: addr.clone(), address: addr }));
-        }
-        if let Some(service) = &c.service {
-            return Err(format!(
-                "service discovery is not available yet (candidates.service: {service}); use candidates.static"
-            ));
-        }
-        Ok(None)
+    /// The task's round-robin position (advanced by every node choice).
+    pub fn next_round_robin(&self) -> usize {
+        self.round_robin.fetch_add(1, Ordering::Relaxed)
     }
 }
 

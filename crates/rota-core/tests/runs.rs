@@ -24,7 +24,7 @@ backend_tests!(
     failed_report_is_retried,
     manual_trigger_merges_params,
     cancel_run_aborts_the_dispatch,
-    static_candidates_round_robin_and_service_is_not_available,
+    static_candidates_round_robin_and_unknown_service_fails,
 );
 
 async fn setup(
@@ -281,7 +281,7 @@ async fn cancel_run_aborts_the_dispatch(backend: Backend) {
     sched.shutdown().await;
 }
 
-async fn static_candidates_round_robin_and_service_is_not_available(backend: Backend) {
+async fn static_candidates_round_robin_and_unknown_service_fails(backend: Backend) {
     let store = store(backend).await;
     let exec = TestExecutor::succeeding();
     let sched = scheduler(&store, &exec, config("node-1"));
@@ -312,7 +312,7 @@ async fn static_candidates_round_robin_and_service_is_not_available(backend: Bac
     let r = sched.trigger("test", "svc", Map::new()).await.unwrap();
     let failed = until_state(&store, r.id, RunState::Failed).await;
     assert!(
-        failed.error.as_deref().is_some_and(|e| e.contains("service discovery is not available yet")),
+        failed.error.as_deref().is_some_and(|e| e.contains("unknown executor service \"workers\"")),
         "{:?}",
         failed.error
     );

@@ -12,6 +12,7 @@ use rota_proto::{CONTENT_TYPE_JSON, HEADER_ATTEMPT, HEADER_RUN_ID, ResultStatus,
 use rota_spec::{HttpMethod, HttpProtocol, HttpTarget};
 use serde_json::Value;
 
+use crate::protocol::Protocol;
 use crate::template;
 
 /// Default for [`HttpExecutorConfig::max_response_bytes`]: 1 MiB.
@@ -69,10 +70,19 @@ impl Default for HttpExecutorConfig {
     }
 }
 
-/// The HTTP client could not be built (e.g. an invalid user agent).
+/// An executor client could not be built (e.g. an invalid user agent).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot build the HTTP executor client: {0}")]
-pub struct BuildError(String);
+#[error("cannot build the {what} executor client: {reason}")]
+pub struct BuildError {
+    what: &'static str,
+    reason: String,
+}
+
+impl BuildError {
+    pub(crate) fn new(what: &'static str, reason: String) -> Self {
+        BuildError { what, reason }
+    }
+}
 
 /// Calls `target.http` targets: one shared connection pool for every dispatch. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -85,7 +95,7 @@ impl HttpExecutor {
     /// Builds the executor and its client (keep-alive pool, `TCP_NODELAY`, no redirects, HTTP/1.1).
     pub fn new(config: HttpExecutorConfig) -> Result<Self, BuildError> {
         let user_agent = HeaderValue::from_str(&config.user_agent)
-            .map_err(|_| BuildError(format!("invalid user agent {:?}", config.user_agent)))?;
+            .map_err(|_| BuildError::new("HTTP", format!("invalid user agent {:?}", config.user_agent)))?;
         let mut builder = reqwest::Client::builder()
             .user_agent(user_agent)
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
@@ -96,7 +106,7 @@ impl HttpExecutor {
         if !config.use_env_proxy {
             builder = builder.no_proxy();
         }
-        let client = builder.build().map_err(|e| BuildError(error_chain(&e.without_url())))?;
+        let client = builder.build().map_err(|e| BuildError::new("HTTP", error_chain(&e.without_url())))?;
         Ok(Self::with_client(client, config))
     }
 
@@ -190,14 +200,37 @@ fn raw_output(body: &[u8], complete: bool) -> Option<Value> {
     Some(Value::String(String::from_utf8_lossy(&body[..end]).into_owned()))
 }
 
+impl HttpExecutor {
+    /// The request of `dispatch`, its protocol and its origin, or the message of a misconfigured target.
+    fn prepare(&self, dispatch: &Dispatch) -> Result<(reqwest::Request, HttpProtocol, String), String> {
+        let Some(http) = dispatch.target.http.as_ref() else {
+            return Err("the HTTP executor was given a target without `http`".to_string());
+        };
+        let (request, origin) = build_request(&self.client, dispatch, http)?;
+        Ok((request, http.protocol, origin))
+    }
+}
+
+/// The HTTP protocols (`rota` and `raw`) as a [`Protocol`]; the timeout is left to the caller.
+#[async_trait]
+impl Protocol for HttpExecutor {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    async fn send(&self, dispatch: &Dispatch) -> DispatchOutcome {
+        match self.prepare(dispatch) {
+            Ok((request, protocol, origin)) => self.exchange(request, protocol, &origin).await,
+            Err(message) => failed(message),
+        }
+    }
+}
+
 #[async_trait]
 impl Executor for HttpExecutor {
     async fn dispatch(&self, dispatch: Dispatch) -> DispatchOutcome {
-        let Some(http) = dispatch.target.http.as_ref() else {
-            return failed("the HTTP executor was given a target without `http`".to_string());
-        };
-        let protocol = http.protocol;
-        let (request, origin) = match build_request(&self.client, &dispatch, http) {
+        // A misconfigured target fails even when the attempt has no time left, so the message reaches the user.
+        let (request, protocol, origin) = match self.prepare(&dispatch) {
             Ok(r) => r,
             Err(message) => return failed(message),
         };
@@ -388,7 +421,7 @@ fn send_error(e: &reqwest::Error, origin: &str) -> String {
 
 /// The innermost error of a chain (e.g. `Connection refused (os error 111)`); never contains a URL, since
 /// reqwest puts the URL only on its outermost error.
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut current = e;
     while let Some(next) = current.source() {
         current = next;

@@ -3,12 +3,16 @@
 //! Implementations of [`rota_core::Executor`]:
 //!
 //! * [`HttpExecutor`] calls `target.http` targets, speaking `protocol: rota` or `protocol: raw`;
+//! * [`GrpcProtocol`] (run by a [`ProtocolExecutor`]) calls `target.grpc` targets: the
+//!   `rota.executor.v1.Executor/Run` service of [`rota_proto::grpc`] (see "gRPC" below);
 //! * [`container::ContainerExecutor`] runs `target.container` targets in a fresh container per attempt through a
 //!   [`container::ContainerRuntime`] (Docker Engine API, which Podman also serves; Kubernetes Jobs behind the
 //!   `kubernetes` feature), and removes it afterwards (see "Containers" below);
 //! * [`Router`] hands each dispatch to the executor registered for its target kind (`http`, `grpc`,
-//!   `container`); kinds without one fail with `"grpc targets are not supported by this server yet"` (gRPC comes
-//!   in a later release).
+//!   `container`); kinds without one fail with `"container targets are not supported by this server yet"`.
+//!
+//! Wire protocols to executor nodes implement the [`Protocol`] trait (HTTP and gRPC do); `docs/protocols.md`
+//! compares them and maps their messages.
 //!
 //! This page is also the reference for anyone writing an executor node in another language.
 //!
@@ -107,49 +111,85 @@
 //! literal `{{` (e.g. a body that is itself a template for the endpoint); `}}` alone is always literal.
 //! [`template::check`] validates a template when a task is submitted.
 //!
+//! ## gRPC
+//!
+//! A `target.grpc` dispatch is one unary call of `rota.executor.v1.Executor/Run` (the `.proto` is in
+//! `crates/rota-proto/proto/rota/executor/v1/executor.proto`) on the node the scheduler chose; a grpc target has
+//! no URL of its own, so a dispatch without a node fails. The node address is `host:port`, `http://host:port` or
+//! `grpc://host:port` (plaintext HTTP/2; TLS is not supported yet, and an address may not carry a path, a query
+//! or credentials). All calls to one address share one cached channel (one HTTP/2 connection, reconnected when
+//! lost).
+//!
+//! The request is the envelope as a [`rota_proto::grpc::v1::RunRequest`], with the metadata `x-rota-run-id`,
+//! `x-rota-attempt`, `user-agent: rota/<version> …` and a gRPC deadline (`grpc-timeout`) of the attempt's
+//! timeout, which also bounds the whole call. `target.grpc.service` / `method` default to the Rota service; a
+//! task may name another well-formed service and method that the node serves with the same messages.
+//!
+//! | answer | outcome |
+//! | --- | --- |
+//! | `OK` with `result` | [`DispatchOutcome::Completed`] with that result |
+//! | `OK` with `accepted` | [`DispatchOutcome::Accepted`]: the node reports later over HTTP, as after a `202` |
+//! | `OK` whose message is not protobuf | `Failed{"executor returned an undecodable answer: …"}` |
+//! | `OK` with neither, an unknown status or bad `output_json` | `Failed{"executor returned an invalid result: …"}` |
+//! | a message over [`GrpcProtocolConfig::max_response_bytes`] (1 MiB) | `Failed{"executor response too large: …"}` |
+//! | no connection (refused, DNS, connect timeout) | `Failed{"could not connect to http://host:port: <cause>"}` |
+//! | `UNIMPLEMENTED` | `Failed{"executor at http://host:port answered gRPC UNIMPLEMENTED: it does not serve <service>/<method>"}` |
+//! | `DEADLINE_EXCEEDED`, or no answer before the timeout | [`DispatchOutcome::TimedOut`] |
+//! | any other status | `Failed{"executor answered gRPC RESOURCE_EXHAUSTED: <first 256 characters of the message>"}` |
+//!
 //! ## How to add a protocol
 //!
-//! A transport is nothing but an [`Executor`]: implement `dispatch` (bounding every wait
-//! by `dispatch.timeout` and returning a message without secrets on failure) and, when the transport can stop
-//! work in flight, `cancel`. Then register it for its target kind:
+//! A wire protocol is a [`Protocol`]: `send` one [`Dispatch`] to its node (`dispatch.node`) and turn the answer
+//! into a [`DispatchOutcome`], with failure messages that name the node by origin and contain no secrets. A
+//! [`ProtocolExecutor`] (what [`Router::with_protocol`] registers) answers a zero timeout with `TimedOut` and
+//! bounds every call by `dispatch.timeout`. Register it for its target kind:
 //!
 //! ```
 //! use std::sync::Arc;
-//! use rota_core::{Dispatch, DispatchOutcome, Executor};
-//! use rota_executor::{HttpExecutorConfig, Router};
+//! use rota_core::{Dispatch, DispatchOutcome};
+//! use rota_executor::{HttpExecutorConfig, Protocol, Router};
 //! use rota_spec::TargetKind;
 //!
-//! struct MyGrpc;
+//! struct MyRpc;
 //!
 //! #[async_trait::async_trait]
-//! impl Executor for MyGrpc {
-//!     async fn dispatch(&self, _d: Dispatch) -> DispatchOutcome {
+//! impl Protocol for MyRpc {
+//!     fn name(&self) -> &'static str {
+//!         "my-rpc"
+//!     }
+//!
+//!     async fn send(&self, _d: &Dispatch) -> DispatchOutcome {
 //!         DispatchOutcome::Failed { error: "not wired yet".into() }
 //!     }
 //! }
 //!
 //! let router = Router::standard(HttpExecutorConfig::default())
 //!     .unwrap()
-//!     .with(TargetKind::Grpc, Arc::new(MyGrpc));
+//!     .with_protocol(TargetKind::Grpc, Arc::new(MyRpc));
 //! assert!(router.supports(TargetKind::Grpc));
 //! ```
 //!
-//! A new target kind (beyond `http`, `grpc`, `container`) also needs its field in `rota_spec::Target` and a
-//! `TargetKind` variant; a new wire protocol over an existing kind (like `rota`/`raw` over HTTP) is a variant
-//! of that kind's `protocol` field handled inside its executor.
+//! Any [`Executor`] can also be registered directly with [`Router::with`]. A new target kind (beyond `http`,
+//! `grpc`, `container`) also needs its field in `rota_spec::Target` and a `TargetKind` variant; a new wire
+//! protocol over an existing kind (like `rota`/`raw` over HTTP) is a variant of that kind's `protocol` field
+//! handled inside its executor.
 
 #![doc = include_str!("container/DOCS.md")]
 
 pub mod container;
+mod grpc;
 mod http;
+mod protocol;
 mod router;
 pub mod template;
 
 pub use container::{ContainerExecutor, ContainerExecutorConfig, ContainerRuntime, DockerRuntime};
+pub use grpc::{GrpcProtocol, GrpcProtocolConfig};
 pub use http::{
     BuildError, DEFAULT_MAX_RESPONSE_BYTES, ERROR_EXCERPT_CHARS, HttpExecutor, HttpExecutorConfig, RAW_OUTPUT_LIMIT,
     default_user_agent,
 };
+pub use protocol::{Protocol, ProtocolExecutor};
 pub use router::Router;
 pub use template::TemplateError;
 

@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use rota_core::{Dispatch, DispatchOutcome, Executor};
 use rota_spec::{Target, TargetKind};
 
+use crate::grpc::{GrpcProtocol, GrpcProtocolConfig};
 use crate::http::{BuildError, HttpExecutor, HttpExecutorConfig};
+use crate::protocol::{Protocol, ProtocolExecutor};
 
 /// An [`Executor`] that hands each dispatch to the executor registered for its target kind (`http`, `grpc`,
 /// `container`). A kind without an executor fails its dispatches with
@@ -24,9 +26,23 @@ impl Router {
         Router::default()
     }
 
-    /// The server's standard set: [`HttpExecutor`] for `http` targets (gRPC and containers come later).
+    /// The server's standard set: [`HttpExecutor`] for `http` targets and [`GrpcProtocol`] (default settings)
+    /// for `grpc` targets; containers are registered by the server when a runtime is configured.
     pub fn standard(http: HttpExecutorConfig) -> Result<Self, BuildError> {
-        Ok(Router::new().with(TargetKind::Http, Arc::new(HttpExecutor::new(http)?)))
+        Router::standard_with(http, GrpcProtocolConfig::default())
+    }
+
+    /// [`Router::standard`] with explicit gRPC settings.
+    pub fn standard_with(http: HttpExecutorConfig, grpc: GrpcProtocolConfig) -> Result<Self, BuildError> {
+        Ok(Router::new()
+            .with(TargetKind::Http, Arc::new(HttpExecutor::new(http)?))
+            .with_protocol(TargetKind::Grpc, Arc::new(GrpcProtocol::new(grpc)?)))
+    }
+
+    /// Registers a wire [`Protocol`] for `kind` (wrapped in a [`ProtocolExecutor`], which bounds every call by
+    /// the attempt's timeout), replacing any previous executor (builder style).
+    pub fn with_protocol(self, kind: TargetKind, protocol: Arc<dyn Protocol>) -> Self {
+        self.with(kind, Arc::new(ProtocolExecutor::new(protocol)))
     }
 
     /// Registers `executor` for `kind`, replacing any previous one (builder style).

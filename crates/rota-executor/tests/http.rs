@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use rota_core::{Dispatch, DispatchOutcome, Executor, NodeEndpoint};
 use rota_executor::{HttpExecutor, HttpExecutorConfig, RAW_OUTPUT_LIMIT, Router};
 use rota_proto::{RunResult, ShardInfo};
-use rota_spec::{ContainerTarget, GrpcTarget, HttpMethod, HttpProtocol, HttpTarget, Target};
+use rota_spec::{ContainerTarget, GrpcTarget, HttpMethod, HttpProtocol, HttpTarget, Target, TargetKind};
 use serde_json::{Value, json};
 
 const SECRET: &str = "Bearer s3cret-token";
@@ -429,9 +429,12 @@ async fn router_routes_by_target_kind() {
     assert_eq!(router.dispatch(dispatch(addr, rota_target(Some("/x")))).await, DispatchOutcome::Accepted);
     assert_eq!(only(&seen).uri, "/x");
 
+    // gRPC targets go to the gRPC protocol (tests/grpc.rs); a router without one refuses them.
+    assert!(router.supports(TargetKind::Grpc));
     let mut d = dispatch(addr, rota_target(None));
     d.target = Target { grpc: Some(GrpcTarget::default()), ..Target::default() };
-    assert_eq!(failure(router.dispatch(d.clone()).await), "grpc targets are not supported by this server yet");
+    let http_only = Router::new().with(TargetKind::Http, Arc::new(executor()));
+    assert_eq!(failure(http_only.dispatch(d.clone()).await), "grpc targets are not supported by this server yet");
     d.target = Target {
         container: Some(ContainerTarget { image: "alpine".into(), ..Default::default() }),
         ..Target::default()

@@ -1,7 +1,7 @@
 //! Rota's executor wire formats.
 //!
 //! These are the messages exchanged between a scheduler node and an executor node speaking the `rota` HTTP
-//! protocol (and, later, the same messages over gRPC):
+//! protocol (and the same messages over gRPC, see [`grpc`]):
 //!
 //! * the scheduler `POST`s a [`RunEnvelope`] (JSON) to the node;
 //! * the node answers `200` with a [`RunResult`] (synchronous), or `202 Accepted` and later sends a
@@ -9,12 +9,17 @@
 //!   lines with [`LogAppend`] to `POST /api/v1/runs/{run_id}/logs`.
 //!
 //! Field names are snake_case on the wire; instants are RFC 3339 strings in UTC.
+//!
+//! The same envelope and result travel over gRPC as the messages of `rota.executor.v1` (see [`grpc`], which
+//! holds the generated messages and service stubs and the conversions to and from these types).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
+
+pub mod grpc;
 
 /// Content type of every JSON message.
 pub const CONTENT_TYPE_JSON: &str = "application/json";

@@ -297,6 +297,14 @@ impl Client {
         self.get(self.url(&["api", "v1", "cluster"]), &[]).await
     }
 
+    /// Registered executor nodes (alive or recently expired), optionally of one service:
+    /// `GET /api/v1/executors`.
+    pub async fn executors(&self, service: Option<&str>) -> Result<Vec<ExecutorNodeView>> {
+        let query: Vec<(&str, String)> = service.map(|s| ("service", s.to_string())).into_iter().collect();
+        let list: ExecutorList = self.get(self.url(&["api", "v1", "executors"]), &query).await?;
+        Ok(list.items)
+    }
+
     // ---------------------------------------------------------------------------------------------------------
     // Executor nodes
     // ---------------------------------------------------------------------------------------------------------

@@ -535,3 +535,31 @@ mod tests {
         assert!("bogus".parse::<RunState>().unwrap_err().contains("expected one of scheduled"));
     }
 }
+
+/// A registered executor node (`GET /api/v1/executors`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutorNodeView {
+    pub id: String,
+    pub service: String,
+    pub address: String,
+    /// `http` or `grpc`.
+    pub protocol: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub weight: u32,
+    /// 0 = unbounded.
+    pub capacity: u32,
+    /// `active` or `draining`.
+    pub state: String,
+    /// The registration has not expired.
+    pub alive: bool,
+    pub registered_at: DateTime<Utc>,
+    pub last_heartbeat_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Answer of `GET /api/v1/executors`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutorList {
+    pub items: Vec<ExecutorNodeView>,
+}

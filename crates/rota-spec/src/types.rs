@@ -476,6 +476,21 @@ pub struct Dispatch {
     /// Name of the param whose value is hashed by `consistent_hash`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hash_key: Option<String>,
+    /// When a run sent to several nodes (`multicast`, `broadcast`, `sharded`) succeeds: `all` (default) — every
+    /// node it went to succeeded; `any` — at least one did.
+    #[serde(skip_serializing_if = "is_default")]
+    pub success: SuccessPolicy,
+}
+
+/// When a run dispatched to several nodes succeeds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SuccessPolicy {
+    /// Every node the attempt went to succeeded (default).
+    #[default]
+    All,
+    /// At least one node succeeded.
+    Any,
 }
 
 /// Dispatch fan-out.

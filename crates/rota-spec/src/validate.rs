@@ -343,6 +343,9 @@ fn validate_dispatch(errs: &mut ValidationErrors, s: &TaskSpec) {
     if d.count == Some(0) {
         errs.push("spec.dispatch.count", "must be >= 1");
     }
+    if d.success != crate::SuccessPolicy::All && d.mode == DispatchMode::Unicast {
+        errs.push("spec.dispatch.success", "only meaningful with mode multicast, broadcast or sharded");
+    }
     if d.mode == DispatchMode::Multicast && d.selector.is_empty() && d.count.is_none() {
         errs.push("spec.dispatch.mode", "multicast needs a selector or a count");
     }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use rota_sdk::{
-    Applied, Client, ClientError, ClusterView, ErrorDetail, LogLine, Params, RunFilter, RunState, RunView,
-    TaskDocument, TaskFilter, TaskView, split_documents,
+    Applied, Client, ClientError, ClusterView, ErrorDetail, ExecutorNodeView, LogLine, Params, RunFilter, RunState,
+    RunView, TaskDocument, TaskFilter, TaskView, split_documents,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -202,15 +202,55 @@ async fn pause_resume(client: &Client, format: Format, key: &str, pause: bool) -
     Ok(())
 }
 
-/// `rota get nodes [--schedulers]`: the scheduler cluster. Executor nodes join the listing with the execution
-/// cluster (`--executors`); today every listed node is a scheduler node, so the flag changes nothing.
-async fn nodes(client: &Client, format: Format, _args: &GetNodesArgs) -> anyhow::Result<()> {
-    let cluster = client.cluster().await?;
+/// `rota get nodes [--schedulers | --executors] [--service S]`: the scheduler cluster, then the executor nodes.
+async fn nodes(client: &Client, format: Format, args: &GetNodesArgs) -> anyhow::Result<()> {
+    let schedulers = !args.executors && args.service.is_none();
+    let executors = !args.schedulers;
+    let cluster = if schedulers { Some(client.cluster().await?) } else { None };
+    let nodes = if executors { Some(client.executors(args.service.as_deref()).await?) } else { None };
     if format != Format::Table {
-        return output::print_data(format, &cluster);
+        return match (cluster, nodes) {
+            (Some(c), None) => output::print_data(format, &c),
+            (None, Some(n)) => output::print_data(format, &n),
+            (c, n) => output::print_data(format, &serde_json::json!({"schedulers": c, "executors": n})),
+        };
     }
-    print!("{}", nodes_table(&cluster));
+    let mut out = String::new();
+    if let Some(c) = &cluster {
+        out.push_str(&nodes_table(c));
+    }
+    if let Some(n) = &nodes {
+        if cluster.is_some() {
+            out.push('\n');
+        }
+        out.push_str(&executors_table(n));
+    }
+    print!("{out}");
     Ok(())
+}
+
+/// The table of executor nodes.
+fn executors_table(nodes: &[ExecutorNodeView]) -> String {
+    if nodes.is_empty() {
+        return "no executor nodes\n".to_string();
+    }
+    let mut table =
+        Table::new(["EXECUTOR", "SERVICE", "STATE", "ALIVE", "PROTOCOL", "ADDRESS", "WEIGHT", "CAPACITY", "LABELS"]);
+    for n in nodes {
+        let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        table.row(vec![
+            n.id.clone(),
+            n.service.clone(),
+            n.state.clone(),
+            yes_no(n.alive),
+            n.protocol.clone(),
+            n.address.clone(),
+            n.weight.to_string(),
+            if n.capacity == 0 { "-".to_string() } else { n.capacity.to_string() },
+            cut(&labels.join(","), 40),
+        ]);
+    }
+    table.render()
 }
 
 /// The table of scheduler nodes and the line of unowned shards.

@@ -84,20 +84,28 @@ pub enum GetCommand {
     /// List the nodes of the cluster: the scheduler nodes sharing the store, the shards each holds (lease expiry,
     /// lag) and the shards nobody holds.
     #[command(long_about = "List the nodes of the cluster.\n\n\
-        Today this lists the scheduler nodes sharing the server's store: whether each is alive, the shards it holds, \
-        when its earliest lease expires, how far behind it is (the oldest overdue task of its shards) and its \
-        address, then the shards nobody holds. A node that holds leases without a registry row is shown as \
-        `(not registered)`.\n\n\
-        Executor nodes are listed once the execution cluster lands (`--executors`); until then `rota get nodes` \
-        and `rota get nodes --schedulers` print the same.")]
+        First the scheduler nodes sharing the server's store: whether each is alive, the shards it holds, when its \
+        earliest lease expires, how far behind it is (the oldest overdue task of its shards) and its address, then \
+        the shards nobody holds. A node that holds leases without a registry row is shown as `(not registered)`.\n\n\
+        Then the executor nodes registered with the cluster: their service, state (active or draining), whether \
+        their registration is alive, protocol, address, weight, capacity and labels. `--schedulers` or \
+        `--executors` shows only one of the two; `--service` only the executor nodes of one service. With \
+        `-o json`, `--schedulers` prints the cluster view, `--executors` the list of executor nodes, and neither \
+        an object with both (`schedulers`, `executors`).")]
     Nodes(GetNodesArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct GetNodesArgs {
-    /// Only scheduler nodes (today every listed node is one; executor nodes come with the execution cluster).
-    #[arg(long)]
+    /// Only scheduler nodes.
+    #[arg(long, conflicts_with = "executors")]
     pub schedulers: bool,
+    /// Only executor nodes.
+    #[arg(long)]
+    pub executors: bool,
+    /// Only executor nodes of this service.
+    #[arg(long, value_name = "SERVICE", conflicts_with = "schedulers")]
+    pub service: Option<String>,
 }
 
 #[derive(Debug, Args)]

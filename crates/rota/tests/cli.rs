@@ -313,11 +313,34 @@ async fn get_nodes_lists_the_scheduler_node_and_its_shards() {
     assert!(row.ends_with(&format!("   {url}")), "{}", out.stdout);
     assert_eq!(lines[2], "unowned shards: 0 of 8");
 
-    // Without --schedulers the same listing (executor nodes join it with the execution cluster).
+    // Without a flag: the scheduler table, then the executor nodes.
     let out = rota(url, &["get", "nodes"]).await;
     let lines: Vec<&str> = out.ok().lines().collect();
-    assert_eq!((lines.len(), lines[0]), (3, header), "{}", out.stdout);
+    assert_eq!((lines.len(), lines[0]), (5, header), "{}", out.stdout);
     assert!(lines[1].starts_with("cli-node   yes     8 (0-7)"), "{}", out.stdout);
+    assert_eq!(lines[4], "no executor nodes", "{}", out.stdout);
+
+    // An executor node registers through the API; `--executors` lists it, `--service` filters.
+    let reg = serde_json::json!({"id": "w-1", "service": "billing", "address": "http://127.0.0.1:9", "labels": {"zone": "a"}, "capacity": 4});
+    let res = reqwest::Client::new().post(format!("{url}/api/v1/executors")).json(&reg).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let out = rota(url, &["get", "nodes", "--executors"]).await;
+    let lines: Vec<&str> = out.ok().lines().collect();
+    assert_eq!(lines.len(), 2, "{}", out.stdout);
+    assert!(lines[0].starts_with("EXECUTOR   SERVICE   STATE    ALIVE   PROTOCOL   ADDRESS"), "{}", out.stdout);
+    assert!(
+        lines[1].starts_with("w-1        billing   active   yes     http       http://127.0.0.1:9"),
+        "{}",
+        out.stdout
+    );
+    assert!(lines[1].ends_with("zone=a"), "{}", out.stdout);
+    let json = rota(url, &["get", "nodes", "--service", "billing", "-o", "json"]).await.json();
+    assert_eq!(json[0]["id"], "w-1", "{json:#}");
+    let none = rota(url, &["get", "nodes", "--service", "other", "-o", "json"]).await.json();
+    assert_eq!(none, serde_json::json!([]));
+    let both = rota(url, &["get", "nodes", "-o", "json"]).await.json();
+    assert_eq!(both["executors"][0]["service"], "billing", "{both:#}");
+    assert_eq!(both["schedulers"]["nodes"][0]["id"], "cli-node", "{both:#}");
     let help = rota_offline(&["get", "nodes", "--help"]).await;
-    assert!(help.ok().contains("Executor nodes are listed once the execution cluster lands"), "{}", help.stdout);
+    assert!(help.ok().contains("Then the executor nodes registered with the cluster"), "{}", help.stdout);
 }
