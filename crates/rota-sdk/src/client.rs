@@ -331,14 +331,6 @@ impl Client {
         self.send_empty(self.http.post(url.clone()), &url).await
     }
 
-    /// Registered executor nodes (alive or recently expired), by id, optionally only those of `service`:
-    /// `GET /api/v1/executors`.
-    pub async fn list_executors(&self, service: Option<&str>) -> Result<Vec<ExecutorNodeView>> {
-        let query: Vec<(&str, String)> = service.map(|s| ("service", s.to_string())).into_iter().collect();
-        let list: ExecutorList = self.get(self.url(&["api", "v1", "executors"]), &query).await?;
-        Ok(list.items)
-    }
-
     /// Removes an executor node's registration: `DELETE /api/v1/executors/{id}`.
     pub async fn deregister_executor(&self, id: &str) -> Result<()> {
         let url = self.url(&["api", "v1", "executors", id]);

@@ -369,42 +369,6 @@ pub struct ClusterView {
     pub unowned_shards: Vec<u32>,
 }
 
-/// A registered executor node (`GET /api/v1/executors`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExecutorNodeView {
-    pub id: String,
-    /// The service (execution cluster) it belongs to.
-    pub service: String,
-    /// Where the scheduler reaches it.
-    pub address: String,
-    /// `http` or `grpc`.
-    #[serde(default)]
-    pub protocol: String,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default)]
-    pub weight: u32,
-    /// 0 = unbounded.
-    #[serde(default)]
-    pub capacity: u32,
-    pub state: NodeState,
-    /// The registration has not expired: the node is a candidate (unless draining).
-    #[serde(default)]
-    pub alive: bool,
-    #[serde(default)]
-    pub registered_at: Option<DateTime<Utc>>,
-    #[serde(default)]
-    pub last_heartbeat_at: Option<DateTime<Utc>>,
-    #[serde(default)]
-    pub expires_at: Option<DateTime<Utc>>,
-}
-
-/// One page of executor nodes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct ExecutorList {
-    pub items: Vec<ExecutorNodeView>,
-}
-
 /// Answer of `/healthz` (`status: ok`) and `/readyz` (`status: ready`, with the store backend).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthView {

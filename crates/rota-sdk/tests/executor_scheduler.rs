@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rota_core::{Scheduler, SchedulerConfig};
+use rota_discovery::RegistryDiscovery;
 use rota_executor::{HttpExecutorConfig, Router};
 use rota_sdk::executor::{ExecutorNode, RunContext};
-use rota_sdk::{Client, NodeState, RunState};
+use rota_sdk::{Client, RunState};
 use serde_json::{Map, json};
 use tokio::sync::{Notify, oneshot};
 
@@ -28,7 +29,10 @@ async fn start_api() -> Api {
         ..SchedulerConfig::default()
     };
     let router = Router::standard(HttpExecutorConfig::default()).unwrap();
-    let scheduler = Scheduler::new(Arc::new(store), Arc::new(router), config);
+    let store = Arc::new(store);
+    // Tasks naming `candidates.service` get the live nodes of the registry the SDK registers in.
+    let discovery = RegistryDiscovery::new(store.clone()).with_cache_ttl(Duration::ZERO);
+    let scheduler = Scheduler::new(store, Arc::new(router), config).with_discovery(Arc::new(discovery));
     scheduler.start().await.unwrap();
     let app = rota_api::router(rota_api::ApiState::new(scheduler.clone()));
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -60,12 +64,8 @@ async fn registers_reports_and_drains_against_the_real_scheduler() {
     let node_url = format!("http://{}", listener.local_addr().unwrap());
     let release = Arc::new(Notify::new());
     let released = release.clone();
-    // The registry does not feed dispatch yet (no registry discovery on the scheduler side), so the declared task
-    // names this node statically; its path is filled in from the handler.
-    let task = format!(
-        "metadata: {{namespace: sdk, name: export}}\n\
-         spec: {{schedule: {{manual: true}}, candidates: {{static: [\"{node_url}\"]}}, timeout: 20s}}\n"
-    );
+    // Candidates (the service) and path (the handler) are left to the SDK.
+    let task = "metadata: {namespace: sdk, name: export}\nspec: {schedule: {manual: true}, timeout: 20s}\n";
     let node = ExecutorNode::builder("billing")
         .scheduler(&api.url)
         .id("sdk-1")
@@ -81,7 +81,7 @@ async fn registers_reports_and_drains_against_the_real_scheduler() {
                 Ok(json!({"rows": rows}))
             }
         })
-        .task(task.as_str())
+        .task(task)
         .build()
         .unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -97,29 +97,30 @@ async fn registers_reports_and_drains_against_the_real_scheduler() {
 
     // Registered, with what the builder said; heartbeats keep extending it.
     let registered = eventually("registration", || async {
-        rota.list_executors(Some("billing")).await.unwrap().into_iter().find(|n| n.id == "sdk-1")
+        rota.executors(Some("billing")).await.unwrap().into_iter().find(|n| n.id == "sdk-1")
     })
     .await;
     assert_eq!((registered.address.as_str(), registered.protocol.as_str()), (node_url.as_str(), "http"));
-    assert_eq!((registered.state, registered.alive, registered.capacity), (NodeState::Active, true, 4));
+    assert_eq!((registered.state.as_str(), registered.alive, registered.capacity), ("active", true, 4));
     assert_eq!(registered.labels["zone"], "a");
-    let first_beat = registered.last_heartbeat_at.unwrap();
+    let first_beat = registered.last_heartbeat_at;
     eventually("a heartbeat", || async {
-        let n = rota.list_executors(Some("billing")).await.unwrap().pop()?;
-        (n.last_heartbeat_at.unwrap() > first_beat).then_some(())
+        let n = rota.executors(Some("billing")).await.unwrap().pop()?;
+        (n.last_heartbeat_at > first_beat).then_some(())
     })
     .await;
 
     // A lost registration (heartbeat answered 404) is made again.
     rota.deregister_executor("sdk-1").await.unwrap();
     eventually("re-registration", || async {
-        rota.list_executors(Some("billing")).await.unwrap().into_iter().find(|n| n.id == "sdk-1")
+        rota.executors(Some("billing")).await.unwrap().into_iter().find(|n| n.id == "sdk-1")
     })
     .await;
 
     // The declared task, with the path filled in.
     let stored = eventually("the declared task", || async { rota.get_task("sdk", "export").await.ok() }).await;
     assert_eq!(stored.spec["spec"]["target"]["http"]["path"], "/export");
+    assert_eq!(stored.spec["spec"]["candidates"], json!({"service": "billing"}));
 
     // A dispatch answered 202, reported later; the run is still running while the handler waits.
     let mut params = Map::new();
@@ -132,8 +133,8 @@ async fn registers_reports_and_drains_against_the_real_scheduler() {
     // Shutdown drains: the scheduler marks the node draining while the handler still runs.
     stop.send(()).unwrap();
     eventually("draining", || async {
-        let n = rota.list_executors(Some("billing")).await.unwrap().pop()?;
-        (n.state == NodeState::Draining).then_some(())
+        let n = rota.executors(Some("billing")).await.unwrap().pop()?;
+        (n.state == "draining").then_some(())
     })
     .await;
     release.notify_one();
@@ -143,10 +144,11 @@ async fn registers_reports_and_drains_against_the_real_scheduler() {
     let detail = rota.get_run(run.id).await.unwrap();
     assert_eq!(detail.run.state, RunState::Succeeded, "{detail:?}");
     assert_eq!(detail.run.output, Some(json!({"rows": 42})));
+    assert_eq!(detail.attempts.iter().map(|a| a.node.as_str()).collect::<Vec<_>>(), ["sdk-1"]);
     let logs = rota.logs(run.id, 0, None).await.unwrap();
     let lines: Vec<&str> = logs.items.iter().map(|l| l.line.as_str()).collect();
     assert_eq!(lines, [format!("export of run {} started", run.id).as_str(), "export done"]);
-    assert!(rota.list_executors(Some("billing")).await.unwrap().is_empty(), "deregistered");
+    assert!(rota.executors(Some("billing")).await.unwrap().is_empty(), "deregistered");
 
     // A restart (same port, same declaration) finds the same task and leaves it alone.
     let listener = tokio::net::TcpListener::bind(node_url.trim_start_matches("http://")).await.unwrap();
@@ -165,11 +167,67 @@ async fn registers_reports_and_drains_against_the_real_scheduler() {
         .await
     });
     eventually("registration after the restart", || async {
-        rota.list_executors(Some("billing")).await.unwrap().into_iter().find(|n| n.id == "sdk-1")
+        rota.executors(Some("billing")).await.unwrap().into_iter().find(|n| n.id == "sdk-1")
     })
     .await;
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(20), serving).await.unwrap().unwrap().unwrap();
     let versions = rota.task_versions("sdk", "export").await.unwrap();
     assert_eq!(versions.items.len(), 1, "the identical declaration was not applied again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_node_of_a_sharded_run_reports_its_slice() {
+    let api = start_api().await;
+    let rota = Client::new(&api.url).unwrap();
+    let mut running = Vec::new();
+    for id in ["shard-a", "shard-b"] {
+        let node = ExecutorNode::builder("workers")
+            .scheduler(&api.url)
+            .id(id)
+            .async_handler("slice", |ctx: RunContext| async move {
+                ctx.log(format!("slice {}/{} on {}", ctx.shard_index(), ctx.shard_total(), ctx.node_id())).await;
+                Ok(json!({"index": ctx.shard_index(), "node": ctx.node_id()}))
+            })
+            .task("metadata: {namespace: sdk, name: slice}\nspec: {schedule: {manual: true}, dispatch: {mode: sharded}}\n")
+            .build()
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serving = tokio::spawn(async move {
+            node.serve_http(listener, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        running.push((stop, serving));
+    }
+    eventually("both nodes and the task", || async {
+        let nodes = rota.executors(Some("workers")).await.unwrap();
+        (nodes.len() == 2 && rota.get_task("sdk", "slice").await.is_ok()).then_some(())
+    })
+    .await;
+
+    let run = rota.trigger("sdk", "slice", Map::new()).await.unwrap();
+    let detail = eventually("the run to finish", || async {
+        let d = rota.get_run(run.id).await.unwrap();
+        d.run.state.is_terminal().then_some(d)
+    })
+    .await;
+    assert_eq!(detail.run.state, RunState::Succeeded, "{detail:?}");
+    let mut nodes: Vec<(&str, String)> =
+        detail.attempts.iter().map(|a| (a.node.as_str(), format!("{:?}", a.state))).collect();
+    nodes.sort();
+    assert_eq!(nodes, [("shard-a", "Succeeded".to_string()), ("shard-b", "Succeeded".to_string())]);
+    let logs = rota.logs(run.id, 0, None).await.unwrap();
+    let mut lines: Vec<&str> = logs.items.iter().map(|l| l.line.as_str()).collect();
+    lines.sort();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines.iter().all(|l| l.starts_with("slice ") && l.contains("/2 on shard-")), "{lines:?}");
+
+    for (stop, serving) in running {
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(20), serving).await.unwrap().unwrap().unwrap();
+    }
+    assert!(rota.executors(Some("workers")).await.unwrap().is_empty());
 }

@@ -57,10 +57,24 @@
 //!
 //! # Transports
 //!
-//! Serving is split in two: the transport-independent dispatch path (`ExecutorNode::handle`, crate-internal:
-//! envelope and an optional path hint in, [`Answer`]-like outcome out, with admission, routing, panics, logs and
-//! reports handled there) and a transport that decodes requests and encodes answers. [`ExecutorNode::serve_http`]
-//! is the HTTP transport (module `http`); a gRPC transport calls the same function.
+//! Serving is split in two, so that another transport can be added without touching dispatch:
+//!
+//! * the **dispatch seam**, `ExecutorNode::handle(&self, envelope: RunEnvelope, path_hint: Option<&str>) ->
+//!   Answer` (crate-internal, in this module): admission (a draining node answers `Answer::Draining`), routing,
+//!   running the handler with panics caught, logs, the async report, and the in-flight count a drain waits for.
+//!   `Answer` is `Completed(RunResult)`, `Accepted` or `Draining`;
+//! * a **transport** that decodes a request into a [`RunEnvelope`], calls `handle`, and encodes the `Answer`.
+//!   [`ExecutorNode::serve_http`] (module `http`) is the HTTP one: the request path is the hint, bad bodies are
+//!   `400`, `Draining` is `503`. The lifecycle around serving (registration, heartbeats, declared tasks, drain,
+//!   deregistration: module `lifecycle`) is transport-independent too; only the registration's `address` and
+//!   `protocol` differ.
+//!
+//! A gRPC transport (`rota.executor.v1.Executor/Run`, see `docs/protocols.md`) implements
+//! `rota_proto::grpc::v1::executor_server::Executor` by converting the request with
+//! `RunEnvelope::try_from(request)` (an error is `INVALID_ARGUMENT`), calling `handle(envelope, None)` (no path:
+//! routing by task name; or pass `target.grpc.method` if it ever names handlers), and answering
+//! `Answer::into_run_answer()` as `v1::RunResponse::from(answer)`, `None` (draining) as `UNAVAILABLE`; a
+//! `serve_grpc` then registers with `protocol: grpc`.
 
 mod context;
 mod http;
@@ -76,6 +90,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use rota_proto::grpc::RunAnswer;
 use rota_proto::{ResultStatus, RunEnvelope, RunReport, RunResult};
 use serde_json::Value;
 
@@ -212,6 +227,19 @@ pub(crate) enum Answer {
     Accepted,
     /// The node is draining and takes no new runs (the scheduler tries another node or retries).
     Draining,
+}
+
+impl Answer {
+    /// The answer in the gRPC protocol's terms (`rota_proto::grpc::v1::RunResponse::from(answer)`), or `None`
+    /// for [`Answer::Draining`], which a gRPC transport answers with status `UNAVAILABLE`.
+    #[cfg_attr(not(test), allow(dead_code))] // the gRPC transport is not written yet
+    pub(crate) fn into_run_answer(self) -> Option<RunAnswer> {
+        match self {
+            Answer::Completed(result) => Some(RunAnswer::Completed(result)),
+            Answer::Accepted => Some(RunAnswer::Accepted),
+            Answer::Draining => None,
+        }
+    }
 }
 
 /// A task the node declares (applied after registration).

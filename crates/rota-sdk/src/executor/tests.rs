@@ -106,6 +106,11 @@ async fn a_draining_node_refuses_new_runs() {
     node.inner.draining.store(true, Ordering::SeqCst);
     assert_eq!(node.handle(envelope("a/nothing", json!({})), None).await, Answer::Draining);
     assert_eq!(node.in_flight(), 0);
+    // What a gRPC transport makes of each answer.
+    assert_eq!(Answer::Draining.into_run_answer(), None);
+    assert_eq!(Answer::Accepted.into_run_answer(), Some(RunAnswer::Accepted));
+    let done = RunResult::succeeded(None);
+    assert_eq!(Answer::Completed(done.clone()).into_run_answer(), Some(RunAnswer::Completed(done)));
 }
 
 #[tokio::test]
@@ -177,4 +182,24 @@ fn builder_checks_its_input() {
     assert_eq!(node.id(), id, "stable for the process");
     assert_eq!(sanitize_id("my host!.local-8080"), "my-host-.local-8080");
     let _: Map<String, Value> = Map::new();
+}
+
+#[tokio::test]
+async fn deferrable_handlers_choose_per_run() {
+    let node = ExecutorNode::builder("svc")
+        .id("n1")
+        .deferrable_handler(
+            "d",
+            |ctx: &RunContext| ctx.param::<bool>("async").ok().flatten() == Some(true),
+            |_| async { Ok(json!("done")) },
+        )
+        .build()
+        .unwrap();
+    let mut env = envelope("a/d", json!({"async": true}));
+    // A report URL nobody listens on: the report is tried until the (short) deadline, then given up.
+    env.report_url = Some("http://127.0.0.1:9/api/v1/runs/7".into());
+    env.deadline = Utc::now() + chrono::Duration::milliseconds(300);
+    assert_eq!(node.handle(env, None).await, Answer::Accepted);
+    let env = envelope("a/d", json!({"async": false}));
+    assert_eq!(completed(node.handle(env, None).await), RunResult::succeeded(Some(json!("done"))));
 }
