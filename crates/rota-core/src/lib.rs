@@ -92,12 +92,40 @@
 //! * **Graceful shutdown.** No new fires or dispatches start; in-flight dispatches get `shutdown_grace` to finish,
 //!   after which they are aborted and recorded as failed attempts (retried by policy); leases are released.
 //!
+//! # The execution cluster
+//!
+//! A task's `candidates` are a static list or a service name resolved through the scheduler's [`Discovery`]
+//! (set with [`Scheduler::with_discovery`]; `rota-discovery` provides the registry, static and DNS sources).
+//! Executor nodes join through [`Scheduler::register_executor`] and heartbeat every `executor_ttl / 3`; a node
+//! whose registration expired is no longer listed by the registry, a draining one is listed but never chosen.
+//! For each attempt the core filters the candidates (active, speaking the target's protocol, matching
+//! `dispatch.selector`, not in cool-down, and with `retry.switchNode` not used by an earlier attempt of the run —
+//! each filter only while it leaves a node), then applies the dispatch mode and the load-balancing strategy:
+//!
+//! * `unicast` — one node; `multicast` — `count` nodes (default all that pass the filters); `broadcast` — every
+//!   node; `sharded` — every node (or exactly `count`), each told `shard.index` / `shard.total`.
+//! * `round_robin` (per task), `random`, `weighted` (random by weight), `least_active` (fewest dispatches in
+//!   flight from this scheduler node; ties take turns), `consistent_hash` (rendezvous hash of the `hashKey` param,
+//!   else of the task key), `first`, `last` (fixed positions: they ignore cool-down), `failover` (first node not in
+//!   cool-down), `busy_over` (first node below its capacity; all busy fails the attempt).
+//!
+//! An attempt to several nodes has one attempt row per node, sent concurrently; each row gets its node's outcome
+//! (synchronously, or from the node's own report, which must name the node), and when every row has finished
+//! the run gets the aggregate: with `dispatch.success: all` (default) it succeeded only if every node did, with
+//! `any` if one did. The output is an object of the succeeded nodes' outputs by node id; a failure's error names
+//! the nodes that failed, and is a timeout when all of them timed out. A retry sends to the nodes chosen again.
+//!
+//! A dispatch that fails or times out counts against its node; `breaker_threshold` consecutive ones put the node
+//! in cool-down for `breaker_cool_down` (an answer of any kind resets the count).
+//!
 //! # Limits of this version
 //!
 //! * Retries and timeouts use the retry policy and timeout of the task's *current* spec version (a run records the
 //!   version it was created from, but a spec replaced meanwhile governs its remaining attempts).
-//! * Node choice: `candidates.static` round robin per task; `candidates.service` fails the attempt ("service
-//!   discovery is not available yet"); broadcast/sharded dispatch modes send one unicast attempt.
+//! * `least_active` and `busy_over` count the dispatches *this* scheduler node has in flight to each executor
+//!   node (a call waiting for the node's answer); work a node accepted asynchronously (`202`) or got from another
+//!   scheduler node is not counted. Circuit breakers are per scheduler node too.
+//! * `loadBalance: plugin` fails the attempt: node-selection plugins are not available yet.
 //! * Nodes' clocks must roughly agree: lease and registration expiry compare one node's `now + ttl` with another's
 //!   `now`. A skew of `d` shortens or lengthens failover by `d`; fencing (not clocks) keeps fires exactly once.
 //! * A run's asynchronous report goes to the `report_url` of the node that dispatched it; if that node dies, give

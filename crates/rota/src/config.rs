@@ -64,6 +64,10 @@ pub struct ServerArgs {
     /// Maximum dispatches in flight on this node [default: 10000].
     #[arg(long, env = "ROTA_MAX_IN_FLIGHT", value_name = "N", help_heading = "Tuning")]
     pub max_in_flight: Option<usize>,
+    /// Registration time-to-live of executor nodes: they heartbeat every third of it and leave the candidate set
+    /// when it passes without one [default: 10s].
+    #[arg(long, env = "ROTA_EXECUTOR_TTL", value_name = "DURATION", help_heading = "Tuning")]
+    pub executor_ttl: Option<String>,
 }
 
 /// The `--config` file. Keys are the flag names (`data-dir`; `data_dir` is accepted too); unknown keys are
@@ -94,6 +98,12 @@ pub struct FileConfig {
     pub default_timeout: Option<String>,
     #[serde(alias = "max_in_flight")]
     pub max_in_flight: Option<usize>,
+    #[serde(alias = "executor_ttl")]
+    pub executor_ttl: Option<String>,
+    /// Where `candidates.service` finds executor nodes (file only): per-service static lists or DNS names; other
+    /// services come from the node registry. See `rota_discovery::DiscoveryConfig`.
+    #[serde(default)]
+    pub discovery: rota_discovery::DiscoveryConfig,
 }
 
 impl FileConfig {
@@ -128,6 +138,8 @@ pub struct Settings {
     pub lease_ttl: Duration,
     pub default_timeout: Duration,
     pub max_in_flight: usize,
+    pub executor_ttl: Duration,
+    pub discovery: rota_discovery::DiscoveryConfig,
 }
 
 fn duration(name: &str, value: Option<String>, default: Duration) -> anyhow::Result<Duration> {
@@ -199,6 +211,8 @@ impl Settings {
                 defaults.default_timeout,
             )?,
             max_in_flight,
+            executor_ttl: duration("executor-ttl", args.executor_ttl.or(file.executor_ttl), defaults.executor_ttl)?,
+            discovery: file.discovery,
         })
     }
 }
@@ -251,6 +265,8 @@ mod tests {
         );
         let s = Settings::resolve(ServerArgs { config: Some(path.clone()), ..ServerArgs::default() }).unwrap();
         assert_eq!(s.listen, "0.0.0.0:9000");
+        assert_eq!(s.executor_ttl, Duration::from_secs(10));
+        assert!(s.discovery.services.is_empty());
         assert_eq!(s.store, StoreLocation::DataDir("/var/lib/rota".into()));
         assert_eq!((s.shards, s.node_id.as_str()), (16, "n1"));
         assert_eq!(s.shutdown_grace, Duration::from_secs(5));
@@ -282,6 +298,21 @@ mod tests {
         let err =
             Settings::resolve(ServerArgs { scan_interval: Some("fast".into()), ..ServerArgs::default() }).unwrap_err();
         assert!(err.to_string().contains("scan-interval"), "{err}");
+    }
+
+    #[test]
+    fn discovery_and_executor_ttl_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "executor-ttl = \"30s\"\n[discovery.services.billing]\nstatic = [\"http://10.0.0.5:8080\"]\n",
+        );
+        let s = Settings::resolve(ServerArgs { config: Some(path), ..ServerArgs::default() }).unwrap();
+        assert_eq!(s.executor_ttl, Duration::from_secs(30));
+        assert!(s.discovery.services.contains_key("billing"));
+        let path = write(dir.path(), "[discovery.services.billing]\nstatik = []\n");
+        let err = Settings::resolve(ServerArgs { config: Some(path), ..ServerArgs::default() }).unwrap_err();
+        assert!(err.to_string().contains("statik"), "{err}");
     }
 
     #[test]

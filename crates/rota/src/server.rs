@@ -136,9 +136,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         lease_ttl: settings.lease_ttl,
         default_timeout: settings.default_timeout,
         max_in_flight: settings.max_in_flight,
+        executor_ttl: settings.executor_ttl,
         ..SchedulerConfig::default()
     };
-    let scheduler = Scheduler::new(shared, Arc::new(router), config);
+    let discovery =
+        rota_discovery::build(shared.clone(), &settings.discovery).context("invalid [discovery] settings")?;
+    let scheduler = Scheduler::new(shared, Arc::new(router), config).with_discovery(discovery);
     scheduler.start().await.context("cannot start the scheduler")?;
     if !store.supports_cluster() {
         tracing::info!("the {} store supports a single scheduler node", store.backend_name());
