@@ -448,3 +448,31 @@ async fn the_drain_timeout_bounds_the_wait() {
     assert_eq!(count(&fake, "delete n4"), 1);
     assert_eq!(node.in_flight(), 1, "the handler was left running");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drain_waits_for_a_sync_handler_whose_caller_gave_up() {
+    let release = Arc::new(Notify::new());
+    let released = release.clone();
+    let node = ExecutorNode::builder("svc")
+        .handler("slow", move |_| {
+            let released = released.clone();
+            async move {
+                released.notified().await;
+                Ok(Value::Null)
+            }
+        })
+        .build()
+        .unwrap();
+    let mut running = Running::start(&node).await;
+    let env = envelope("ns/slow", None, json!({}));
+    let http = reqwest::Client::new();
+    let gave_up = http.post(format!("{}/", running.url)).json(&env).timeout(Duration::from_millis(100)).send().await;
+    assert!(gave_up.unwrap_err().is_timeout());
+    assert_eq!(node.in_flight(), 1, "still running after the caller left");
+    running.shutdown();
+    eventually("draining", || node.is_draining()).await;
+    assert!(!running.done.is_finished(), "the drain waits for the handler");
+    release.notify_one();
+    running.stopped().await.unwrap();
+    assert_eq!(node.in_flight(), 0);
+}

@@ -625,7 +625,7 @@ impl ExecutorNode {
         if run_async {
             let inner = self.inner.clone();
             tokio::spawn(async move {
-                let result = run_handler(&handler, ctx.clone(), &name).await;
+                let result = run_handler(None, &handler, ctx.clone(), &name).await;
                 let logs = ctx.take_unsent_logs().await;
                 let envelope = ctx.envelope();
                 let report = RunReport {
@@ -642,9 +642,10 @@ impl ExecutorNode {
             });
             Answer::Accepted
         } else {
-            let result = run_handler(&handler, ctx.clone(), &name).await;
+            // The guard moves to the handler's task: the run stays in flight until the handler returns, even if
+            // this future is dropped (the scheduler stopped waiting).
+            let result = run_handler(Some(guard), &handler, ctx.clone(), &name).await;
             ctx.finish_logs().await;
-            drop(guard);
             Answer::Completed(result)
         }
     }
@@ -670,9 +671,15 @@ impl ExecutorNode {
 }
 
 /// Runs a handler on its own task, so that a panic becomes a `failed` result instead of taking the node down.
-async fn run_handler(handler: &Handler, ctx: RunContext, name: &str) -> RunResult {
+/// `guard`, when given, is released when the handler returns.
+async fn run_handler(guard: Option<InFlight>, handler: &Handler, ctx: RunContext, name: &str) -> RunResult {
     let run_id = ctx.run_id().to_string();
-    let joined = tokio::spawn((handler.run)(ctx)).await;
+    let run = (handler.run)(ctx);
+    let joined = tokio::spawn(async move {
+        let _guard = guard;
+        run.await
+    })
+    .await;
     let result = match joined {
         Ok(Ok(output)) => RunResult::succeeded(Some(output).filter(|v| !v.is_null())),
         Ok(Err(e)) => RunResult { status: ResultStatus::Failed, output: e.output, error: Some(e.message) },
