@@ -56,6 +56,9 @@
 //!   indexed `(run_id, seq)`.
 //! * `nodes(id, …, expires_at)`, `shard_leases(shard, owner, epoch, expires_at)`, `shard_fences(shard, epoch)`,
 //!   `audit_log(id, occurred_at, actor, action, resource, source, detail)` with indexes per filter.
+//! * `api_tokens(id, name, secret_hash, scope, created_at, created_by, expires_at, revoked_at)` (schema version
+//!   3; only the SHA-256 of a token's secret, never the secret) and `role_bindings(subject_kind, subject,
+//!   namespace, role, …)`, keys compared byte-wise.
 //!
 //! `crates/rota-store-sql/examples/store-bench.rs` measures these queries on a million tasks (see
 //! `docs/benchmarks.md`).
@@ -91,6 +94,7 @@
 //! never contains the connection URL or credentials.
 
 mod audit;
+mod auth;
 mod batch;
 mod db;
 mod leases;

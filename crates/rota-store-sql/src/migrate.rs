@@ -31,10 +31,16 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0002_shard_fences.sql"),
         mysql: include_str!("../migrations/mysql/0002_shard_fences.sql"),
     },
+    Migration {
+        version: 3,
+        sqlite: include_str!("../migrations/sqlite/0003_auth.sql"),
+        postgres: include_str!("../migrations/postgres/0003_auth.sql"),
+        mysql: include_str!("../migrations/mysql/0003_auth.sql"),
+    },
 ];
 
 /// The schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Arbitrary constant key of the PostgreSQL advisory lock guarding migrations.
 const PG_LOCK_KEY: i64 = 0x526f_7461_4d69_6772; // "RotaMigr"

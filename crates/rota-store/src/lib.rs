@@ -2,10 +2,11 @@
 //!
 //! The scheduler keeps everything that must survive a crash in a store: task specifications (versioned),
 //! the due index (which task fires next, per shard), runs and their attempts and logs, the executor and scheduler
-//! node registry, shard leases with fencing epochs, and the audit log. This crate defines that contract as public
-//! traits ([`TaskStore`], [`RunStore`], [`NodeStore`], [`LeaseStore`], [`AuditStore`], bundled as [`Store`]), one
-//! error type ([`StoreError`]) and, behind the `conformance` feature, the conformance suite that every
-//! implementation runs unchanged.
+//! node registry, shard leases with fencing epochs, the audit log, and the API tokens (hashes only) and role
+//! bindings of the management API. This crate defines that contract as public traits ([`TaskStore`],
+//! [`RunStore`], [`NodeStore`], [`LeaseStore`], [`AuditStore`], [`AuthStore`], bundled as [`Store`]), one error
+//! type ([`StoreError`]) and, behind the `conformance` feature, the conformance suite that every implementation
+//! runs unchanged.
 //!
 //! Rota's own backends (SQLite, PostgreSQL, MySQL in `rota-store-sql`) implement these traits exactly as a user's
 //! backend would; nothing in the scheduler knows which one it talks to.
@@ -989,9 +990,231 @@ pub trait AuditStore: Send + Sync {
     async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> StoreResult<Page<AuditEntry>>;
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Authentication: API tokens and role bindings
+// ---------------------------------------------------------------------------------------------------------------
+
+/// A role within a namespace (or cluster-wide with namespace `*`). Ordered: each role includes the ones before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Read tasks, runs and logs.
+    Viewer,
+    /// Viewer, plus trigger, pause/resume and cancel.
+    Operator,
+    /// Operator, plus create, replace and delete tasks.
+    Editor,
+    /// Editor, plus API tokens and role bindings of the namespace (`*:admin` is the cluster admin).
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Viewer, Role::Operator, Role::Editor, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Editor => "editor",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| StoreError::InvalidArgument {
+            field: "role",
+            reason: format!("unknown role {s:?}; one of viewer, operator, editor, admin"),
+        })
+    }
+}
+
+/// The namespace of a cluster-wide grant.
+pub const ALL_NAMESPACES: &str = "*";
+
+/// A role in a namespace (`*`: every namespace and the cluster-wide views).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Grant {
+    pub namespace: String,
+    pub role: Role,
+}
+
+impl Grant {
+    pub fn new(namespace: impl Into<String>, role: Role) -> Self {
+        Grant { namespace: namespace.into(), role }
+    }
+
+    /// Whether the grant is cluster-wide (`*`).
+    pub fn is_cluster_wide(&self) -> bool {
+        self.namespace == ALL_NAMESPACES
+    }
+}
+
+impl fmt::Display for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.namespace, self.role)
+    }
+}
+
+impl FromStr for Grant {
+    type Err = StoreError;
+
+    /// `namespace:role` (`billing:editor`, `*:admin`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let Some((ns, role)) = s.rsplit_once(':').filter(|(ns, _)| !ns.is_empty()) else {
+            return Err(StoreError::InvalidArgument {
+                field: "grant",
+                reason: format!("expected namespace:role (e.g. billing:editor, *:admin), got {s:?}"),
+            });
+        };
+        Ok(Grant { namespace: ns.to_string(), role: role.parse()? })
+    }
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TokenScope {
+    /// A user's (or a tool's) token: roles per namespace.
+    User { grants: Vec<Grant> },
+    /// An executor node credential: register, heartbeat and report for the nodes of one service.
+    Executor { service: String },
+}
+
+impl TokenScope {
+    /// Whether this scope holds `*:admin`.
+    pub fn is_cluster_admin(&self) -> bool {
+        matches!(self, TokenScope::User { grants } if grants.iter().any(|g| g.is_cluster_wide() && g.role == Role::Admin))
+    }
+}
+
+/// A token to store. Only the SHA-256 hash of its secret is ever stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewApiToken {
+    /// Public, random identifier (lower-case letters and digits), used to look the token up.
+    pub id: String,
+    pub name: String,
+    /// Lower-case hex SHA-256 of the secret.
+    pub secret_hash: String,
+    pub scope: TokenScope,
+    pub created_at: DateTime<Utc>,
+    /// Who created it (a principal id, or `system` for the bootstrap token).
+    pub created_by: String,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A stored token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiTokenRecord {
+    pub id: String,
+    pub name: String,
+    pub secret_hash: String,
+    pub scope: TokenScope,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl ApiTokenRecord {
+    /// Neither revoked nor expired at `now`.
+    pub fn is_usable(&self, now: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)
+    }
+}
+
+/// Who a role binding is for: an OIDC subject (`sub` claim) or a group (from the configured groups claim).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectKind {
+    // Declared in the order of the wire names, so that every backend orders bindings alike.
+    Group,
+    Subject,
+}
+
+impl SubjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubjectKind::Subject => "subject",
+            SubjectKind::Group => "group",
+        }
+    }
+}
+
+impl FromStr for SubjectKind {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "subject" => Ok(SubjectKind::Subject),
+            "group" => Ok(SubjectKind::Group),
+            _ => Err(StoreError::InvalidArgument {
+                field: "kind",
+                reason: format!("unknown subject kind {s:?}; subject or group"),
+            }),
+        }
+    }
+}
+
+/// A role granted to an OIDC subject or group in a namespace (`*`: cluster-wide). Unique per
+/// (kind, subject, namespace).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleBinding {
+    pub kind: SubjectKind,
+    pub subject: String,
+    pub namespace: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+}
+
+/// Filter of [`AuthStore::list_role_bindings`]; every given field must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoleBindingFilter {
+    pub kind: Option<SubjectKind>,
+    pub subject: Option<String>,
+    pub namespace: Option<String>,
+}
+
+/// API tokens (stored as hashes) and role bindings of OIDC subjects and groups.
+#[async_trait]
+pub trait AuthStore: Send + Sync {
+    /// Stores a new token. `Conflict` when the id exists.
+    async fn create_token(&self, token: NewApiToken) -> StoreResult<ApiTokenRecord>;
+
+    async fn get_token(&self, id: &str) -> StoreResult<Option<ApiTokenRecord>>;
+
+    /// Every token (revoked and expired ones too), by id, keyset paginated.
+    async fn list_tokens(&self, page: &PageRequest) -> StoreResult<Page<ApiTokenRecord>>;
+
+    /// Revokes a token at `now`; revoking a revoked token keeps its first `revoked_at`. `NotFound` for an
+    /// unknown id.
+    async fn revoke_token(&self, id: &str, now: DateTime<Utc>) -> StoreResult<ApiTokenRecord>;
+
+    /// Creates or replaces (by kind, subject, namespace) a role binding.
+    async fn put_role_binding(&self, binding: RoleBinding) -> StoreResult<RoleBinding>;
+
+    /// Role bindings matching the filter, ordered by (kind, subject, namespace).
+    async fn list_role_bindings(&self, filter: &RoleBindingFilter) -> StoreResult<Vec<RoleBinding>>;
+
+    /// Removes a role binding; returns whether it existed.
+    async fn delete_role_binding(&self, kind: SubjectKind, subject: &str, namespace: &str) -> StoreResult<bool>;
+}
+
 /// Everything a Rota store provides.
 #[async_trait]
-pub trait Store: TaskStore + RunStore + NodeStore + LeaseStore + AuditStore + Send + Sync + 'static {
+pub trait Store:
+    TaskStore + RunStore + NodeStore + LeaseStore + AuditStore + AuthStore + Send + Sync + 'static
+{
     /// Checks that the store is reachable (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
 

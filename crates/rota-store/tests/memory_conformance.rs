@@ -21,6 +21,8 @@ struct State {
     /// shard → (lease, held)
     leases: BTreeMap<u32, (Lease, bool)>,
     audit: BTreeMap<i64, AuditEntry>,
+    tokens: BTreeMap<String, ApiTokenRecord>,
+    bindings: BTreeMap<(SubjectKind, String, String), RoleBinding>,
 }
 
 impl State {
@@ -641,6 +643,92 @@ impl AuditStore for MemStore {
                 && f.to.is_none_or(|to| e.at < to)
         });
         Ok(page(it.cloned(), |e| e.id, req))
+    }
+}
+
+#[async_trait]
+impl AuthStore for MemStore {
+    async fn create_token(&self, t: NewApiToken) -> StoreResult<ApiTokenRecord> {
+        let mut s = self.s();
+        if s.tokens.contains_key(&t.id) {
+            return Err(StoreError::conflict("token", &t.id, "already exists"));
+        }
+        let rec = ApiTokenRecord {
+            id: t.id,
+            name: t.name,
+            secret_hash: t.secret_hash,
+            scope: t.scope,
+            created_at: tm(t.created_at),
+            created_by: t.created_by,
+            expires_at: t.expires_at.map(tm),
+            revoked_at: None,
+        };
+        s.tokens.insert(rec.id.clone(), rec.clone());
+        Ok(rec)
+    }
+
+    async fn get_token(&self, id: &str) -> StoreResult<Option<ApiTokenRecord>> {
+        Ok(self.s().tokens.get(id).cloned())
+    }
+
+    async fn list_tokens(&self, req: &PageRequest) -> StoreResult<Page<ApiTokenRecord>> {
+        let after = match &req.cursor {
+            None => None,
+            Some(c) => {
+                Some(c.strip_prefix('k').filter(|k| !k.is_empty()).map(str::to_string).ok_or_else(|| {
+                    StoreError::InvalidArgument { field: "cursor", reason: "malformed cursor".into() }
+                })?)
+            }
+        };
+        let s = self.s();
+        let limit = req.effective_limit() as usize;
+        let mut items: Vec<ApiTokenRecord> = s
+            .tokens
+            .values()
+            .filter(|t| after.as_ref().is_none_or(|a| t.id.as_str() > a.as_str()))
+            .take(limit + 1)
+            .cloned()
+            .collect();
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|t| format!("k{}", t.id))
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn revoke_token(&self, id: &str, now: DateTime<Utc>) -> StoreResult<ApiTokenRecord> {
+        let mut s = self.s();
+        let t = s.tokens.get_mut(id).ok_or_else(|| StoreError::not_found("token", id))?;
+        if t.revoked_at.is_none() {
+            t.revoked_at = Some(tm(now));
+        }
+        Ok(t.clone())
+    }
+
+    async fn put_role_binding(&self, b: RoleBinding) -> StoreResult<RoleBinding> {
+        let b = RoleBinding { created_at: tm(b.created_at), ..b };
+        self.s().bindings.insert((b.kind, b.subject.clone(), b.namespace.clone()), b.clone());
+        Ok(b)
+    }
+
+    async fn list_role_bindings(&self, f: &RoleBindingFilter) -> StoreResult<Vec<RoleBinding>> {
+        Ok(self
+            .s()
+            .bindings
+            .values()
+            .filter(|b| {
+                f.kind.is_none_or(|k| b.kind == k)
+                    && f.subject.as_ref().is_none_or(|s| &b.subject == s)
+                    && f.namespace.as_ref().is_none_or(|n| &b.namespace == n)
+            })
+            .cloned()
+            .collect())
+    }
+
+    async fn delete_role_binding(&self, kind: SubjectKind, subject: &str, namespace: &str) -> StoreResult<bool> {
+        Ok(self.s().bindings.remove(&(kind, subject.to_string(), namespace.to_string())).is_some())
     }
 }
 

@@ -53,6 +53,7 @@
 
 mod attempts;
 mod audit;
+mod auth;
 mod batch;
 mod concurrency;
 mod fencing;
@@ -67,6 +68,7 @@ mod tasks;
 
 pub use attempts::*;
 pub use audit::*;
+pub use auth::*;
 pub use batch::*;
 pub use concurrency::*;
 pub use fencing::*;
@@ -196,6 +198,11 @@ macro_rules! __rota_conformance_cases {
             audit_append_and_list
             audit_filters
             audit_pagination
+            // tokens and role bindings
+            auth_token_create_and_get
+            auth_token_revoke
+            auth_token_list
+            auth_role_bindings
             // store
             store_ping_and_name
             // concurrency

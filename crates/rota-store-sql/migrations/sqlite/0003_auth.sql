@@ -1,0 +1,22 @@
+-- API tokens of the management API (only the SHA-256 of a secret is stored) and role bindings of OIDC subjects
+-- and groups. `scope` is JSON: {"kind": "user", "grants": [...]} or {"kind": "executor", "service": "..."}.
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id          TEXT    NOT NULL PRIMARY KEY,
+    name        TEXT    NOT NULL,
+    secret_hash TEXT    NOT NULL,
+    scope       TEXT    NOT NULL,
+    created_at  INTEGER NOT NULL,
+    created_by  TEXT    NOT NULL,
+    expires_at  INTEGER,
+    revoked_at  INTEGER
+);
+CREATE TABLE IF NOT EXISTS role_bindings (
+    subject_kind TEXT    NOT NULL,
+    subject      TEXT    NOT NULL,
+    namespace    TEXT    NOT NULL,
+    role         TEXT    NOT NULL,
+    created_at   INTEGER NOT NULL,
+    created_by   TEXT    NOT NULL,
+    PRIMARY KEY (subject_kind, subject, namespace)
+);
+CREATE INDEX IF NOT EXISTS role_bindings_namespace ON role_bindings (namespace);
