@@ -30,6 +30,10 @@ pub enum ErrorCode {
     InvalidSpec,
     /// 400: a path segment, query parameter, header or non-task body is invalid (`details` names it).
     InvalidArgument,
+    /// 401: no credentials, or malformed, unknown, expired or revoked ones. The message never echoes them.
+    Unauthenticated,
+    /// 403: the caller is authenticated but its role (or credential scope) does not allow the request.
+    Forbidden,
     /// 404: the addressed task or run (or route) does not exist.
     NotFound,
     /// 409: the request conflicts with the current state (version mismatch, finished run, …).
@@ -40,6 +44,8 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// 405: the route exists but not with this method.
     MethodNotAllowed,
+    /// 429: too many failed authentication attempts from this address; retry after `Retry-After` seconds.
+    RateLimited,
     /// 503: the scheduler is shutting down and takes no new work.
     ShuttingDown,
     /// 503: a dependency (the store) is unavailable or the request timed out; retrying later may succeed.
@@ -50,14 +56,17 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::InvalidSpec,
         ErrorCode::InvalidArgument,
+        ErrorCode::Unauthenticated,
+        ErrorCode::Forbidden,
         ErrorCode::NotFound,
         ErrorCode::Conflict,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::MethodNotAllowed,
+        ErrorCode::RateLimited,
         ErrorCode::ShuttingDown,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
@@ -68,11 +77,14 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidSpec => "invalid_spec",
             ErrorCode::InvalidArgument => "invalid_argument",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Conflict => "conflict",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
@@ -83,11 +95,14 @@ impl ErrorCode {
     pub fn status(self) -> StatusCode {
         match self {
             ErrorCode::InvalidSpec | ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::ShuttingDown | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -96,6 +111,9 @@ impl ErrorCode {
     /// The code used for an error response produced outside the handlers (a rejection, a layer), by status.
     pub fn for_status(status: StatusCode) -> ErrorCode {
         match status {
+            StatusCode::UNAUTHORIZED => ErrorCode::Unauthenticated,
+            StatusCode::FORBIDDEN => ErrorCode::Forbidden,
+            StatusCode::TOO_MANY_REQUESTS => ErrorCode::RateLimited,
             StatusCode::NOT_FOUND => ErrorCode::NotFound,
             StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
             StatusCode::CONFLICT | StatusCode::PRECONDITION_FAILED => ErrorCode::Conflict,

@@ -40,6 +40,8 @@
 //! # }
 //! ```
 
+pub mod access;
+pub mod auth;
 pub mod cluster;
 pub mod error;
 pub mod executors;
@@ -68,6 +70,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
+pub use auth::Auth;
 pub use error::{ApiError, ApiResult, ErrorBody, ErrorCode, ErrorDetail};
 pub use routes::{Permission, RouteInfo, route_table};
 
@@ -86,31 +89,44 @@ impl Default for ApiConfig {
     }
 }
 
-/// What the handlers share: the scheduler (for every write), the store (for reads) and the configuration.
+/// What the handlers share: the scheduler (for every write), the store (for reads), the configuration, and who
+/// may do what ([`Auth`]).
 #[derive(Clone)]
 pub struct ApiState {
     pub scheduler: Scheduler,
     pub store: Arc<dyn Store>,
     pub config: ApiConfig,
+    pub auth: Auth,
 }
 
 impl ApiState {
-    /// State reading from the scheduler's own store, with the default configuration.
+    /// State reading from the scheduler's own store, with the default configuration and authentication by Rota's
+    /// API tokens in that store ([`Auth::tokens`]): secure by default, every non-public route needs a token.
     pub fn new(scheduler: Scheduler) -> Self {
         let store = scheduler.store().clone();
-        ApiState { scheduler, store, config: ApiConfig::default() }
+        let auth = Auth::tokens(store.clone());
+        ApiState { scheduler, store, config: ApiConfig::default(), auth }
     }
 
     pub fn with_config(mut self, config: ApiConfig) -> Self {
         self.config = config;
         self
     }
+
+    /// Replaces the authentication and authorization (e.g. adding OIDC to the chain, or a user's policy).
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
+    }
 }
 
 /// Builds the API's router (routes, fallbacks, body limit, timeout, panic catching, tracing, error shaping).
+///
+/// Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so that the audit log records client
+/// addresses and failed authentication is rate-limited per address (without it, all clients share one bucket).
 pub fn router(state: ApiState) -> Router {
     let config = state.config.clone();
-    with_common_layers(routes::register(Router::new()).with_state(state), &config)
+    with_common_layers(routes::register(Router::new(), &state).with_state(state), &config)
 }
 
 /// Fallbacks and the layers every request passes through (outermost first): tracing, error shaping, panic

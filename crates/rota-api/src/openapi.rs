@@ -10,10 +10,12 @@ use std::sync::OnceLock;
 use serde_json::{Map, Value};
 use utoipa::OpenApi;
 
+use crate::access::*;
 use crate::error::{ErrorBody, ErrorCode, ErrorDetail, ErrorInfo};
 use crate::executors::*;
+use crate::routes::{Permission, route_table};
 use crate::views::*;
-use crate::{cluster, executors, health, runs, tasks};
+use crate::{access, cluster, executors, health, runs, tasks};
 
 /// Prefix of the hoisted task-spec schema definitions.
 const SPEC_PREFIX: &str = "TaskDocument.";
@@ -24,7 +26,9 @@ const SPEC_PREFIX: &str = "TaskDocument.";
         title = "Rota management API",
         version = "1",
         description = "Manage tasks and runs of the Rota scheduler and inspect its cluster. Every error has the body \
-            `{\"error\": {\"code\", \"message\", \"details\": [{\"path\", \"message\"}]}}` with a stable `code`.",
+            `{\"error\": {\"code\", \"message\", \"details\": [{\"path\", \"message\"}]}}` with a stable `code`. \
+            Every operation except the probes and this document needs `Authorization: Bearer <token>`: a Rota API \
+            token (`rota_<id>_<secret>`) or a JWT of the configured OIDC issuer.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
@@ -48,6 +52,13 @@ const SPEC_PREFIX: &str = "TaskDocument.";
         executors::heartbeat_executor,
         executors::drain_executor,
         executors::deregister_executor,
+        access::create_token,
+        access::list_tokens,
+        access::revoke_token,
+        access::list_role_bindings,
+        access::put_role_binding,
+        access::delete_role_binding,
+        access::list_audit,
         health::healthz,
         health::readyz,
         health::openapi,
@@ -60,12 +71,15 @@ const SPEC_PREFIX: &str = "TaskDocument.";
         RunReportDoc, LogAppendDoc, ResultStatusDoc, HealthView,
         ClusterView, ClusterNodeView, NodeStateView,
         ExecutorRegistrationDoc, ExecutorProtocolDoc, ExecutorLeaseView, ExecutorNodeView, ExecutorList,
+        CreateTokenRequest, TokenView, CreatedToken, TokenList, RoleBindingRequest, RoleBindingView,
+        RoleBindingList, AuditEntryView, AuditList,
     )),
     tags(
         (name = "tasks", description = "Task documents and their lifecycle"),
         (name = "runs", description = "Run history, logs and cancellation"),
         (name = "executor", description = "Called by executor nodes: registration, heartbeats, asynchronous results and logs"),
         (name = "cluster", description = "The scheduler nodes sharing the store and the shards they hold"),
+        (name = "access", description = "API tokens, role bindings and the audit log"),
         (name = "health", description = "Probes and this document"),
     )
 )]
@@ -87,7 +101,45 @@ pub fn document_pretty() -> String {
 fn build() -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes");
     embed_task_schema(&mut doc, rota_spec::json_schema());
+    add_security(&mut doc);
     doc
+}
+
+/// The bearer scheme, and on every operation its security requirement and the 401/403/429 answers (public
+/// operations: none).
+fn add_security(doc: &mut Value) {
+    doc["components"]["securitySchemes"] = serde_json::json!({
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A Rota API token (`rota_<id>_<secret>`) or a JWT of the configured OIDC issuer"
+        }
+    });
+    let error = |description: &str| {
+        serde_json::json!({
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        })
+    };
+    for r in route_table() {
+        let Some(op) = doc.pointer_mut(&format!(
+            "/paths/{}/{}",
+            r.path.replace('~', "~0").replace('/', "~1"),
+            r.method.as_str().to_ascii_lowercase()
+        )) else {
+            continue;
+        };
+        if r.permission == Permission::Public {
+            op["security"] = serde_json::json!([]);
+            continue;
+        }
+        op["security"] = serde_json::json!([{"bearer": []}]);
+        let responses = op["responses"].as_object_mut().expect("operations have responses");
+        responses.insert("401".into(), error("Missing, malformed, unknown, expired or revoked credentials"));
+        responses.insert("403".into(), error("The caller's role or credential scope does not allow this"));
+        responses.insert("429".into(), error("Too many failed authentication attempts from this address"));
+        sort_keys(responses);
+    }
 }
 
 /// Replaces `components.schemas.TaskDocument` with the task spec's JSON Schema, hoisting its `$defs`.

@@ -1,5 +1,6 @@
 //! Test harness: the real router served by `axum::serve` on 127.0.0.1:0, a real SQLite store, a real
-//! `Scheduler` with a scripted in-process executor, and a reqwest client.
+//! `Scheduler` with a scripted in-process executor, and a reqwest client that authenticates as the cluster
+//! admin (`http`; `anon` sends no credentials, [`Server::client`] any token).
 
 #![allow(dead_code)]
 
@@ -8,9 +9,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::StatusCode;
+use rota_api::auth::{Auth, FailureLimit, issue_token};
 use rota_api::{ApiConfig, ApiState};
 use rota_core::{Dispatch, DispatchOutcome, Executor, Scheduler, SchedulerConfig};
 use rota_proto::RunResult;
+use rota_store::{Grant, TokenScope};
 use rota_store_sql::SqlStore;
 use serde_json::{Value, json};
 
@@ -35,7 +38,12 @@ impl Executor for ScriptedExecutor {
 
 pub struct Server {
     pub base: String,
+    /// Sends the cluster admin's token on every request.
     pub http: reqwest::Client,
+    /// Sends no credentials.
+    pub anon: reqwest::Client,
+    /// The cluster admin's token (`*:admin`).
+    pub admin_token: String,
     pub scheduler: Scheduler,
     pub store: Arc<SqlStore>,
     pub executor: Arc<ScriptedExecutor>,
@@ -67,43 +75,69 @@ impl Server {
     }
 
     pub async fn start_with(config: ApiConfig) -> Server {
-        Server::launch(config, true).await
+        Server::launch(config, true, FailureLimit::unlimited()).await
+    }
+
+    /// A server limiting failed authentication as given (the other constructors do not limit it).
+    pub async fn start_limited(limit: FailureLimit) -> Server {
+        Server::launch(ApiConfig::default(), true, limit).await
     }
 
     /// A server whose scheduler is never started: it takes no leases and registers nothing, so a test can play
     /// the cluster through the store itself.
     pub async fn start_idle() -> Server {
-        Server::launch(ApiConfig::default(), false).await
+        Server::launch(ApiConfig::default(), false, FailureLimit::unlimited()).await
     }
 
-    async fn launch(config: ApiConfig, start_scheduler: bool) -> Server {
+    async fn launch(config: ApiConfig, start_scheduler: bool, limit: FailureLimit) -> Server {
         let store = Arc::new(rota_store_sql::testing::fresh_sqlite().await);
         let executor = Arc::new(ScriptedExecutor::default());
         let scheduler = Scheduler::new(store.clone(), executor.clone(), scheduler_config());
         if start_scheduler {
             scheduler.start().await.expect("the scheduler starts");
         }
-        let state = ApiState { scheduler: scheduler.clone(), store: store.clone(), config };
+        let auth = Auth::tokens(store.clone()).with_limit(limit);
+        let state = ApiState { scheduler: scheduler.clone(), store: store.clone(), config, auth };
         let app = rota_api::router(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().unwrap();
         let handle = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("server runs");
+            axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                .await
+                .expect("server runs");
         });
+        let scope = TokenScope::User { grants: vec![Grant::new("*", rota_store::Role::Admin)] };
+        let admin = issue_token(&*store, "test admin", scope, "system", None, chrono::Utc::now()).await.unwrap();
         Server {
             base: format!("http://{addr}"),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                // A fresh connection per request: after a 413 the server closes the connection without reading the
-                // body, and reusing a pooled connection would race with that close (IncompleteMessage).
-                .pool_max_idle_per_host(0)
-                .build()
-                .unwrap(),
+            http: client(Some(&admin.token)),
+            anon: client(None),
+            admin_token: admin.token,
             scheduler,
             store,
             executor,
             handle,
         }
+    }
+
+    /// A new token with these `namespace:role` grants.
+    pub async fn token(&self, grants: &[&str]) -> String {
+        let grants = grants.iter().map(|g| g.parse().unwrap()).collect();
+        self.issue(TokenScope::User { grants }, None).await
+    }
+
+    /// A new executor credential of `service`.
+    pub async fn executor_token(&self, service: &str) -> String {
+        self.issue(TokenScope::Executor { service: service.into() }, None).await
+    }
+
+    pub async fn issue(&self, scope: TokenScope, expires_at: Option<chrono::DateTime<chrono::Utc>>) -> String {
+        issue_token(&*self.store, "test", scope, "system", expires_at, chrono::Utc::now()).await.unwrap().token
+    }
+
+    /// A client sending `token`.
+    pub fn client(&self, token: &str) -> reqwest::Client {
+        client(Some(token))
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -183,6 +217,24 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
+}
+
+/// A reqwest client, sending `Authorization: Bearer <token>` when a token is given.
+pub fn client(token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).unwrap();
+        v.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        // A fresh connection per request: after a 413 the server closes the connection without reading the body,
+        // and reusing a pooled connection would race with that close (IncompleteMessage).
+        .pool_max_idle_per_host(0)
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 /// Status and JSON body (`Value::Null` for an empty body; panics on a non-JSON body, which no route may send).
