@@ -89,14 +89,23 @@ impl Server {
         Server::launch(ApiConfig::default(), false, FailureLimit::unlimited()).await
     }
 
+    /// A server whose authentication is built by `auth` from the store.
+    pub async fn start_with_auth(auth: impl FnOnce(Arc<SqlStore>) -> Auth) -> Server {
+        Server::launch_with(ApiConfig::default(), true, auth).await
+    }
+
     async fn launch(config: ApiConfig, start_scheduler: bool, limit: FailureLimit) -> Server {
+        Server::launch_with(config, start_scheduler, |store| Auth::tokens(store).with_limit(limit)).await
+    }
+
+    async fn launch_with(config: ApiConfig, start_scheduler: bool, auth: impl FnOnce(Arc<SqlStore>) -> Auth) -> Server {
         let store = Arc::new(rota_store_sql::testing::fresh_sqlite().await);
         let executor = Arc::new(ScriptedExecutor::default());
         let scheduler = Scheduler::new(store.clone(), executor.clone(), scheduler_config());
         if start_scheduler {
             scheduler.start().await.expect("the scheduler starts");
         }
-        let auth = Auth::tokens(store.clone()).with_limit(limit);
+        let auth = auth(store.clone());
         let state = ApiState { scheduler: scheduler.clone(), store: store.clone(), config, auth };
         let app = rota_api::router(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
