@@ -338,6 +338,93 @@ impl Client {
     }
 
     // ---------------------------------------------------------------------------------------------------------
+    // Access: tokens, role bindings, audit log
+    // ---------------------------------------------------------------------------------------------------------
+
+    /// Creates an API token: `POST /api/v1/tokens`. The answer's `token` is shown only this once.
+    pub async fn create_token(&self, token: &NewToken) -> Result<CreatedToken> {
+        let url = self.url(&["api", "v1", "tokens"]);
+        let req = self.http.post(url.clone()).json(token);
+        Ok(self.send(req, &url).await?.1)
+    }
+
+    /// One page of the tokens the caller may manage: `GET /api/v1/tokens`.
+    pub async fn list_tokens(&self, cursor: Option<&str>, limit: Option<u32>) -> Result<TokenList> {
+        let mut query = Vec::new();
+        push_page(&mut query, cursor, limit);
+        self.get(self.url(&["api", "v1", "tokens"]), &query).await
+    }
+
+    /// Every token the caller may manage, following the pages.
+    pub async fn list_all_tokens(&self) -> Result<Vec<TokenView>> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.list_tokens(cursor.as_deref(), Some(1000)).await?;
+            out.extend(page.items);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Revokes a token by id: `DELETE /api/v1/tokens/{id}`.
+    pub async fn revoke_token(&self, id: &str) -> Result<TokenView> {
+        let url = self.url(&["api", "v1", "tokens", id]);
+        Ok(self.send(self.http.delete(url.clone()), &url).await?.1)
+    }
+
+    /// Binds `role` to an OIDC subject or group (`kind`: `subject` or `group`) in `namespace` (`*`:
+    /// cluster-wide): `PUT /api/v1/role-bindings/{namespace}/{kind}/{subject}`.
+    pub async fn put_role_binding(
+        &self,
+        namespace: &str,
+        kind: &str,
+        subject: &str,
+        role: &str,
+    ) -> Result<RoleBindingView> {
+        let url = self.url(&["api", "v1", "role-bindings", namespace, kind, subject]);
+        let req = self.http.put(url.clone()).json(&json!({ "role": role }));
+        Ok(self.send(req, &url).await?.1)
+    }
+
+    /// Role bindings, of one namespace or (cluster admin) all: `GET /api/v1/role-bindings`.
+    pub async fn list_role_bindings(&self, namespace: Option<&str>) -> Result<Vec<RoleBindingView>> {
+        let query: Vec<(&str, String)> = namespace.map(|n| ("namespace", n.to_string())).into_iter().collect();
+        let list: RoleBindingList = self.get(self.url(&["api", "v1", "role-bindings"]), &query).await?;
+        Ok(list.items)
+    }
+
+    /// Removes a role binding: `DELETE /api/v1/role-bindings/{namespace}/{kind}/{subject}`.
+    pub async fn delete_role_binding(&self, namespace: &str, kind: &str, subject: &str) -> Result<()> {
+        let url = self.url(&["api", "v1", "role-bindings", namespace, kind, subject]);
+        self.send_empty(self.http.delete(url.clone()), &url).await
+    }
+
+    /// One page of the audit log, newest first (cluster admin): `GET /api/v1/audit`.
+    pub async fn audit(&self, filter: &AuditFilter, cursor: Option<&str>, limit: Option<u32>) -> Result<AuditList> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(v) = &filter.actor {
+            query.push(("actor", v.clone()));
+        }
+        if let Some(v) = &filter.action {
+            query.push(("action", v.clone()));
+        }
+        if let Some(v) = &filter.resource {
+            query.push(("resource", v.clone()));
+        }
+        if let Some(v) = filter.from {
+            query.push(("from", v.to_rfc3339()));
+        }
+        if let Some(v) = filter.to {
+            query.push(("to", v.to_rfc3339()));
+        }
+        push_page(&mut query, cursor, limit);
+        self.get(self.url(&["api", "v1", "audit"]), &query).await
+    }
+
+    // ---------------------------------------------------------------------------------------------------------
     // Probes
     // ---------------------------------------------------------------------------------------------------------
 

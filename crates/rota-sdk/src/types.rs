@@ -527,3 +527,115 @@ pub struct ExecutorNodeView {
 pub struct ExecutorList {
     pub items: Vec<ExecutorNodeView>,
 }
+
+/// An API token (`GET /api/v1/tokens`); never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenView {
+    /// The public id (the part after `rota_`), used to revoke it.
+    pub id: String,
+    pub name: String,
+    /// `user` or `executor`.
+    pub kind: String,
+    /// `namespace:role` grants of a user token.
+    #[serde(default)]
+    pub grants: Vec<String>,
+    /// The service of an executor credential.
+    #[serde(default)]
+    pub executor_service: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Answer of `POST /api/v1/tokens`: the only time the token text is shown.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedToken {
+    /// `rota_<id>_<secret>`.
+    pub token: String,
+    pub info: TokenView,
+}
+
+impl fmt::Debug for CreatedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreatedToken").field("token", &"(not shown)").field("info", &self.info).finish()
+    }
+}
+
+/// What a new token may do: user grants (`namespace:role`) or an executor credential of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewToken {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor_service: Option<String>,
+    /// Lifetime such as `720h`; none: no expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<String>,
+}
+
+/// Answer of `GET /api/v1/tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenList {
+    pub items: Vec<TokenView>,
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+}
+
+/// A role bound to an OIDC subject or group (`/api/v1/role-bindings`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleBindingView {
+    /// `subject` or `group`.
+    pub kind: String,
+    pub subject: String,
+    pub namespace: String,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+}
+
+/// Answer of `GET /api/v1/role-bindings`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleBindingList {
+    pub items: Vec<RoleBindingView>,
+}
+
+/// One audit log entry (`GET /api/v1/audit`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// `token:<id>`, `oidc:<subject>`, `anonymous`, `system`.
+    pub actor: String,
+    /// The operation id (`put_task`, `cancel_run`, …).
+    pub action: String,
+    /// The request path.
+    pub resource: String,
+    #[serde(default)]
+    pub source: Option<String>,
+    /// `outcome` (`ok`/`denied`), `status`, `method`, `reason`.
+    #[serde(default)]
+    pub detail: Value,
+}
+
+/// Answer of `GET /api/v1/audit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditList {
+    pub items: Vec<AuditEntry>,
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+}
+
+/// Filters of [`Client::audit`](crate::Client::audit).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    /// Path prefix.
+    pub resource: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}

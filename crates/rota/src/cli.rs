@@ -7,14 +7,17 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use rota_sdk::{
-    Applied, Client, ClientError, ClusterView, ErrorDetail, ExecutorNodeView, LogLine, Params, RunFilter, RunState,
-    RunView, TaskDocument, TaskFilter, TaskView, split_documents,
+    Applied, AuditFilter, Client, ClientError, ClusterView, ErrorDetail, ExecutorNodeView, LogLine, NewToken, Params,
+    RunFilter, RunState, RunView, TaskDocument, TaskFilter, TaskView, TokenView, split_documents,
 };
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::output::{self, Fields, Format, Table, cut, opt_time, time};
-use crate::{ApplyArgs, Command, DeleteCommand, GetCommand, GetNodesArgs, LogsArgs, RunsArgs, ValidateArgs};
+use crate::{
+    ApplyArgs, AuditArgs, Command, DeleteCommand, GetCommand, GetNodesArgs, LogsArgs, RunsArgs, TokenCommand,
+    ValidateArgs,
+};
 
 /// An error that has been printed already; only the exit code is left to set.
 #[derive(Debug)]
@@ -28,8 +31,25 @@ impl std::fmt::Display for Reported {
 
 impl std::error::Error for Reported {}
 
-/// Runs a client command against the server at `server`.
-pub fn run(server: &str, format: Format, command: Command) -> ExitCode {
+/// The token the CLI sends: `--token`/`ROTA_TOKEN`, else the bootstrap admin token in `<data_dir>/admin.token`
+/// when that file exists (a local server's data directory).
+pub fn resolve_token(explicit: Option<String>, data_dir: &Path) -> Option<String> {
+    if let Some(t) = explicit.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()) {
+        return Some(t);
+    }
+    let path = data_dir.join(crate::config::ADMIN_TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text.trim().to_string()).filter(|t| !t.is_empty()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            eprintln!("warning: cannot read {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+/// Runs a client command against the server at `server`, authenticating with `token`.
+pub fn run(server: &str, token: Option<&str>, format: Format, command: Command) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -38,7 +58,7 @@ pub fn run(server: &str, format: Format, command: Command) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let client = Client::new(server)?;
+        let client = Client::new(server)?.with_token(token)?;
         execute(&client, format, command).await
     });
     match result {
@@ -57,6 +77,9 @@ fn report(e: &anyhow::Error) {
     }
     if let Some(ce) = e.downcast_ref::<ClientError>() {
         print_client_error(ce, None, "");
+        if ce.code() == Some("unauthenticated") {
+            eprintln!("hint: pass --token (or ROTA_TOKEN), or --data-dir of a local server (its admin.token is read)");
+        }
     } else {
         eprintln!("error: {e:#}");
     }
@@ -188,8 +211,129 @@ async fn execute(client: &Client, format: Format, command: Command) -> anyhow::R
             println!("run {} of {} cancelled", run.id, run.task);
             Ok(())
         }
+        Command::Token(cmd) => token(client, format, cmd).await,
+        Command::Audit(args) => audit(client, format, &args).await,
         Command::Server(_) | Command::Validate(_) => bail!("internal error: not a client command"),
     }
+}
+
+/// `rota token create|list|revoke`.
+async fn token(client: &Client, format: Format, cmd: TokenCommand) -> anyhow::Result<()> {
+    match cmd {
+        TokenCommand::Create(args) => {
+            let created = client
+                .create_token(&NewToken {
+                    name: args.name,
+                    grants: args.grants,
+                    executor_service: args.executor_service,
+                    expires_in: args.expires_in,
+                })
+                .await?;
+            if format != Format::Table {
+                return output::print_data(format, &created);
+            }
+            eprintln!("token {} created; it is shown only this once:", created.info.id);
+            println!("{}", created.token);
+            Ok(())
+        }
+        TokenCommand::List => {
+            let tokens = client.list_all_tokens().await?;
+            if format != Format::Table {
+                return output::print_data(format, &tokens);
+            }
+            if tokens.is_empty() {
+                eprintln!("no tokens");
+                return Ok(());
+            }
+            print!("{}", tokens_table(&tokens, chrono::Utc::now()));
+            Ok(())
+        }
+        TokenCommand::Revoke(args) => {
+            let t = client.revoke_token(&args.id).await?;
+            if format != Format::Table {
+                return output::print_data(format, &t);
+            }
+            println!("token {} ({}) revoked", t.id, t.name);
+            Ok(())
+        }
+    }
+}
+
+fn tokens_table(tokens: &[TokenView], now: chrono::DateTime<chrono::Utc>) -> String {
+    let mut table = Table::new(["ID", "NAME", "SCOPE", "STATE", "EXPIRES", "CREATED", "CREATED BY"]);
+    for t in tokens {
+        let scope = match &t.executor_service {
+            Some(s) => format!("executor:{s}"),
+            None => t.grants.join(","),
+        };
+        let state = if t.revoked_at.is_some() {
+            "revoked"
+        } else if t.expires_at.is_some_and(|e| e <= now) {
+            "expired"
+        } else {
+            "active"
+        };
+        table.row(vec![
+            t.id.clone(),
+            cut(&t.name, 40),
+            cut(&scope, 60),
+            state.to_string(),
+            opt_time(t.expires_at),
+            time(t.created_at),
+            t.created_by.clone(),
+        ]);
+    }
+    table.render()
+}
+
+/// `rota audit`.
+async fn audit(client: &Client, format: Format, args: &AuditArgs) -> anyhow::Result<()> {
+    let instant = |name: &str, v: &Option<String>| -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
+        v.as_deref()
+            .map(|s| {
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .with_context(|| format!("invalid --{name} {s:?}: expected an RFC 3339 instant"))
+            })
+            .transpose()
+    };
+    let filter = AuditFilter {
+        actor: args.actor.clone(),
+        action: args.action.clone(),
+        resource: args.resource.clone(),
+        from: instant("from", &args.from)?,
+        to: instant("to", &args.to)?,
+    };
+    let page = client.audit(&filter, None, Some(args.limit)).await?;
+    if format != Format::Table {
+        return output::print_data(format, &page.items);
+    }
+    if page.items.is_empty() {
+        eprintln!("no audit entries");
+        return Ok(());
+    }
+    let mut table = Table::new(["ID", "AT", "ACTOR", "ACTION", "OUTCOME", "RESOURCE", "SOURCE"]);
+    for e in &page.items {
+        let outcome = match (e.detail["outcome"].as_str(), e.detail["reason"].as_str()) {
+            (Some("denied"), Some(reason)) => format!("denied ({reason})"),
+            (Some(o), _) => o.to_string(),
+            (None, _) => "-".to_string(),
+        };
+        table.row(vec![
+            e.id.to_string(),
+            time(e.at),
+            e.actor.clone(),
+            e.action.clone(),
+            outcome,
+            cut(&e.resource, 60),
+            e.source.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    print!("{}", table.render());
+    if page.next_cursor.is_some() {
+        eprintln!("(showing the newest {}; use --limit for more)", page.items.len());
+    }
+    Ok(())
 }
 
 async fn pause_resume(client: &Client, format: Format, key: &str, pause: bool) -> anyhow::Result<()> {

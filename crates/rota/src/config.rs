@@ -13,6 +13,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 pub const DEFAULT_DATA_DIR: &str = "./rota-data";
 /// The SQLite file inside the data directory.
 pub const SQLITE_FILE: &str = "rota.db";
+/// The bootstrap cluster-admin token inside the data directory (mode 0600).
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct ServerArgs {
@@ -24,7 +26,8 @@ pub struct ServerArgs {
     /// bound is printed (`rota listening on http://…`).
     #[arg(long, env = "ROTA_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
-    /// Directory of the embedded SQLite database (`rota.db` inside) [default: ./rota-data].
+    /// Directory of the embedded SQLite database (`rota.db` inside) and of the bootstrap admin token
+    /// (`admin.token`, written on first start, also with --database-url) [default: ./rota-data].
     #[arg(long, env = "ROTA_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Store URL: postgres://…, mysql://… (or mariadb://…), sqlite://…. Overrides --data-dir.
@@ -104,6 +107,18 @@ pub struct FileConfig {
     /// services come from the node registry. See `rota_discovery::DiscoveryConfig`.
     #[serde(default)]
     pub discovery: rota_discovery::DiscoveryConfig,
+    /// Authentication of the management API (file only): `[auth.oidc]` accepts the bearer JWTs of an OIDC
+    /// issuer besides Rota's own API tokens.
+    #[serde(default)]
+    pub auth: AuthFileConfig,
+}
+
+/// `[auth]` of the configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AuthFileConfig {
+    /// `issuer`, `audience`, optional `jwks-url`, `roles-claim`, `groups-claim`, `refetch-interval`.
+    pub oidc: Option<rota_api::auth::OidcConfig>,
 }
 
 impl FileConfig {
@@ -140,6 +155,9 @@ pub struct Settings {
     pub max_in_flight: usize,
     pub executor_ttl: Duration,
     pub discovery: rota_discovery::DiscoveryConfig,
+    /// Where the bootstrap admin token is written (and, without a database URL, the SQLite store lives).
+    pub data_dir: PathBuf,
+    pub oidc: Option<rota_api::auth::OidcConfig>,
 }
 
 fn duration(name: &str, value: Option<String>, default: Duration) -> anyhow::Result<Duration> {
@@ -161,12 +179,16 @@ impl Settings {
         };
         let listen = args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string());
         let database_url = args.database_url.or(file.database_url).filter(|u| !u.trim().is_empty());
+        let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let store = match database_url {
             Some(url) => StoreLocation::Url(url.trim().to_string()),
-            None => StoreLocation::DataDir(
-                args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
-            ),
+            None => StoreLocation::DataDir(data_dir.clone()),
         };
+        if let Some(o) = &file.auth.oidc
+            && (o.issuer.trim().is_empty() || o.audience.trim().is_empty())
+        {
+            bail!("invalid [auth.oidc]: issuer and audience must not be empty");
+        }
         let node_id = args.node_id.or(file.node_id).unwrap_or_else(default_node_id);
         if node_id.trim().is_empty() || node_id.len() > 64 {
             bail!("invalid node id {node_id:?}: must be 1 to 64 characters");
@@ -213,6 +235,8 @@ impl Settings {
             max_in_flight,
             executor_ttl: duration("executor-ttl", args.executor_ttl.or(file.executor_ttl), defaults.executor_ttl)?,
             discovery: file.discovery,
+            data_dir,
+            oidc: file.auth.oidc,
         })
     }
 }
@@ -313,6 +337,22 @@ mod tests {
         let path = write(dir.path(), "[discovery.services.billing]\nstatik = []\n");
         let err = Settings::resolve(ServerArgs { config: Some(path), ..ServerArgs::default() }).unwrap_err();
         assert!(err.to_string().contains("statik"), "{err}");
+    }
+
+    #[test]
+    fn oidc_comes_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "[auth.oidc]\nissuer = \"https://id.example\"\naudience = \"rota\"\nroles-claim = \"roles\"\n",
+        );
+        let s = Settings::resolve(ServerArgs { config: Some(path), ..ServerArgs::default() }).unwrap();
+        let oidc = s.oidc.unwrap();
+        assert_eq!((oidc.issuer.as_str(), oidc.roles_claim.as_deref()), ("https://id.example", Some("roles")));
+        assert_eq!(s.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        let path = write(dir.path(), "[auth.oidc]\nissuer = \"x\"\naudience = \"y\"\nroles = \"r\"\n");
+        let err = Settings::resolve(ServerArgs { config: Some(path), ..ServerArgs::default() }).unwrap_err();
+        assert!(err.to_string().contains("roles"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `rota server --demo`: a tiny built-in executor node and the task `demo/hello` that calls it every 5 s.
 //!
 //! The executor speaks the HTTP `rota` protocol on an ephemeral `127.0.0.1` port: it appends one log line to the
-//! run (when the envelope has a report URL) and answers
+//! run (in process, through the scheduler) and answers
 //! `200 {"status": "succeeded", "output": {"greeting": "hello from run N"}}`.
 
 use std::net::SocketAddr;
@@ -62,8 +62,7 @@ spec:
 pub async fn start(scheduler: &Scheduler) -> anyhow::Result<Demo> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind the demo executor")?;
     let addr = listener.local_addr()?;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
-    let app = axum::Router::new().fallback(axum::routing::post(handle)).with_state(http);
+    let app = axum::Router::new().fallback(axum::routing::post(handle)).with_state(scheduler.clone());
     let stop = CancellationToken::new();
     let server = {
         let stop = stop.clone();
@@ -79,13 +78,15 @@ pub async fn start(scheduler: &Scheduler) -> anyhow::Result<Demo> {
     Ok(Demo { addr, stop, server })
 }
 
-async fn handle(State(http): State<reqwest::Client>, Json(envelope): Json<RunEnvelope>) -> Json<Value> {
+async fn handle(State(scheduler): State<Scheduler>, Json(envelope): Json<RunEnvelope>) -> Json<Value> {
     let greeting = format!("hello from run {}", envelope.run_id);
     tracing::info!(target: "rota::demo", task = %envelope.task, run_id = %envelope.run_id, attempt = envelope.attempt, "demo executor: {greeting}");
-    if let Some(report_url) = &envelope.report_url {
+    // The demo executor lives in the server's process: it appends its log line through the scheduler itself
+    // (an executor elsewhere posts it to `{report_url}/logs` with an executor credential).
+    if let Ok(run_id) = envelope.run_id.parse::<i64>() {
         let append =
             LogAppend { stream: Some("executor".into()), lines: vec![format!("demo executor says: {greeting}")] };
-        if let Err(e) = http.post(format!("{report_url}/logs")).json(&append).send().await {
+        if let Err(e) = scheduler.append_logs(run_id, append).await {
             tracing::debug!(target: "rota::demo", error = %e, "could not append the demo log line");
         }
     }

@@ -31,6 +31,13 @@ pub struct Cli {
     /// Base URL of the Rota server the CLI commands talk to.
     #[arg(long, global = true, env = "ROTA_SERVER", default_value = "http://127.0.0.1:7070", value_name = "URL")]
     pub server: String,
+    /// API token (or OIDC bearer token) the CLI commands send. Default: the bootstrap admin token in
+    /// `<data-dir>/admin.token`, when that file exists.
+    #[arg(long, global = true, env = "ROTA_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Data directory of a local server, where the CLI looks for `admin.token` when no token is given.
+    #[arg(long = "data-dir", env = "ROTA_DATA_DIR", default_value = config::DEFAULT_DATA_DIR, value_name = "DIR")]
+    pub data_dir: PathBuf,
     /// Output format of the CLI commands.
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
@@ -66,6 +73,67 @@ pub enum Command {
     Cancel(CancelArgs),
     /// Check task documents offline (parse and validate); prints every problem with its field path.
     Validate(ValidateArgs),
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Show the audit log (cluster admin): successful mutations and denied requests, newest first.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (it is shown only this once).
+    Create(TokenCreateArgs),
+    /// List the tokens you may manage.
+    List,
+    /// Revoke a token by id.
+    Revoke(TokenRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// A name to recognise the token by.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// A role in a namespace: `NAMESPACE:ROLE` (`billing:editor`, `*:viewer`); roles: viewer, operator, editor,
+    /// admin. Repeatable.
+    #[arg(short = 'g', long = "grant", value_name = "NS:ROLE", required_unless_present = "executor_service")]
+    pub grants: Vec<String>,
+    /// An executor node credential for this service instead of grants.
+    #[arg(long, value_name = "SERVICE", conflicts_with = "grants")]
+    pub executor_service: Option<String>,
+    /// Lifetime (e.g. `720h`); default: no expiry.
+    #[arg(long, value_name = "DURATION")]
+    pub expires_in: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenRevokeArgs {
+    /// The token id (`rota token list`).
+    #[arg(value_name = "ID")]
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only entries of this actor (`token:<id>`, `oidc:<subject>`, `anonymous`).
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Only entries of this operation (`put_task`, `cancel_run`, …).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Only entries whose path starts with this prefix.
+    #[arg(long, value_name = "PREFIX")]
+    pub resource: Option<String>,
+    /// Only entries at or after this RFC 3339 instant.
+    #[arg(long, value_name = "INSTANT")]
+    pub from: Option<String>,
+    /// Only entries before this RFC 3339 instant.
+    #[arg(long, value_name = "INSTANT")]
+    pub to: Option<String>,
+    /// At most this many entries (1..=1000).
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
 }
 
 #[derive(Debug, Args)]
@@ -204,7 +272,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Server(args) => server::main(*args),
         Command::Validate(args) => cli::validate(&args, cli.output),
-        command => cli::run(&cli.server, cli.output, command),
+        command => {
+            let token = cli::resolve_token(cli.token, &cli.data_dir);
+            cli::run(&cli.server, token.as_deref(), cli.output, command)
+        }
     }
 }
 
@@ -227,6 +298,25 @@ mod tests {
             Command::Trigger(t) => assert_eq!(t.params, ["x=1", "y=z"]),
             other => panic!("{other:?}"),
         }
+        let cli = Cli::try_parse_from([
+            "rota",
+            "--data-dir",
+            "/d",
+            "token",
+            "create",
+            "ci",
+            "-g",
+            "a:viewer",
+            "--token",
+            "t",
+        ])
+        .unwrap();
+        assert_eq!((cli.data_dir.to_str(), cli.token.as_deref()), (Some("/d"), Some("t")));
+        match cli.command {
+            Command::Token(TokenCommand::Create(c)) => assert_eq!(c.grants, ["a:viewer"]),
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["rota", "token", "create", "ci"]).is_err(), "a grant or a service is needed");
         let cli = Cli::try_parse_from(["rota", "get", "nodes", "--schedulers", "-o", "json"]).unwrap();
         match cli.command {
             Command::Get(GetCommand::Nodes(n)) => assert!(n.schedulers),

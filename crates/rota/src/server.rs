@@ -2,6 +2,7 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use rota_store_sql::SqlStore;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{SQLITE_FILE, ServerArgs, Settings, StoreLocation, redact_url};
+use crate::config::{ADMIN_TOKEN_FILE, SQLITE_FILE, ServerArgs, Settings, StoreLocation, redact_url};
 
 /// How long the API may take to finish its in-flight requests after the scheduler has stopped.
 const API_DRAIN: Duration = Duration::from_secs(10);
@@ -156,11 +157,29 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         });
     }
 
-    let app = rota_api::router(rota_api::ApiState::new(scheduler.clone()));
+    let bootstrap = match bootstrap_admin_token(&*shared_store(&scheduler), &settings.data_dir).await {
+        Ok(b) => b,
+        Err(e) => {
+            scheduler.shutdown().await;
+            return Err(e);
+        }
+    };
+    let auth = match api_auth(&settings, shared_store(&scheduler)) {
+        Ok(a) => a,
+        Err(e) => {
+            scheduler.shutdown().await;
+            return Err(e);
+        }
+    };
+    let app = rota_api::router(rota_api::ApiState::new(scheduler.clone()).with_auth(auth));
     let stop = CancellationToken::new();
     let api = {
         let stop = stop.clone();
-        tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await })
+        tokio::spawn(async move {
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        })
     };
 
     let demo = if settings.demo {
@@ -178,6 +197,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
 
     // One write, the address last: whoever waits for `rota listening on` has seen the whole banner.
     let mut banner = format!("rota store: {store_desc}\n");
+    if let Some(path) = &bootstrap {
+        banner.push_str(&format!(
+            "rota admin token: created and written to {} (mode 0600; the CLI reads it with --data-dir)\n",
+            path.display()
+        ));
+    }
     banner.push_str(&format!(
         "rota node: {} ({} shards{})\n",
         settings.node_id,
@@ -240,6 +265,81 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!("rota server stopped");
     println!("rota stopped");
     Ok(())
+}
+
+fn shared_store(scheduler: &Scheduler) -> Arc<dyn Store> {
+    scheduler.store().clone()
+}
+
+/// The authentication of the API: Rota's API tokens, then (when `[auth.oidc]` is configured) OIDC bearer JWTs;
+/// the role policy decides.
+fn api_auth(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Result<rota_api::Auth> {
+    use rota_api::auth::{Auth, AuthChain, OidcAuthenticator, RolePolicy, TokenAuthenticator};
+    let mut chain = AuthChain::new().with(Arc::new(TokenAuthenticator::new(store.clone())));
+    if let Some(oidc) = &settings.oidc {
+        tracing::info!(issuer = %oidc.issuer, audience = %oidc.audience, "accepting OIDC bearer tokens");
+        let authenticator =
+            OidcAuthenticator::new(oidc.clone(), store).map_err(|e| anyhow::anyhow!("invalid [auth.oidc]: {e}"))?;
+        chain = chain.with(Arc::new(authenticator));
+    }
+    Ok(Auth::new(Arc::new(chain), Arc::new(RolePolicy)))
+}
+
+/// On first start (no usable cluster-admin token in the store), creates one and writes it to
+/// `DATA_DIR/admin.token` with mode 0600. Returns the file's path when it did.
+async fn bootstrap_admin_token(store: &dyn Store, data_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    use rota_store::{ALL_NAMESPACES, Grant, PageRequest, Role, TokenScope};
+    let now = chrono::Utc::now();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = store
+            .list_tokens(&PageRequest { cursor: cursor.clone(), limit: 1000 })
+            .await
+            .context("cannot read the API tokens")?;
+        if page.items.iter().any(|t| t.scope.is_cluster_admin() && t.is_usable(now)) {
+            return Ok(None);
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    let scope = TokenScope::User { grants: vec![Grant::new(ALL_NAMESPACES, Role::Admin)] };
+    let issued = rota_api::auth::issue_token(store, "bootstrap admin", scope, "system", None, now)
+        .await
+        .context("cannot create the bootstrap admin token")?;
+    if let Err(e) = write_secret_file(&path, &format!("{}\n", issued.token)) {
+        // Do not leave a usable admin token nobody can read.
+        let _ = store.revoke_token(&issued.record.id, chrono::Utc::now()).await;
+        return Err(e).with_context(|| format!("cannot write the admin token to {}", path.display()));
+    }
+    tracing::info!(path = %path.display(), token_id = %issued.record.id, "created the bootstrap cluster-admin token");
+    Ok(Some(path))
+}
+
+/// Writes `text` to `path`, readable and writable by the owner only (mode 0600, also when the file existed).
+fn write_secret_file(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        options.mode(0o600);
+        let mut f = options.open(path)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let mut f = options.open(path)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()
+    }
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM, registered when created: a signal that arrives at any later point (even before
