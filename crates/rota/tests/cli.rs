@@ -322,7 +322,11 @@ async fn get_nodes_lists_the_scheduler_node_and_its_shards() {
 
     // An executor node registers through the API; `--executors` lists it, `--service` filters.
     let reg = serde_json::json!({"id": "w-1", "service": "billing", "address": "http://127.0.0.1:9", "labels": {"zone": "a"}, "capacity": 4});
-    let res = reqwest::Client::new().post(format!("{url}/api/v1/executors")).json(&reg).send().await.unwrap();
+    let res = common::authed(reqwest::Client::new().post(format!("{url}/api/v1/executors")), url)
+        .json(&reg)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     let out = rota(url, &["get", "nodes", "--executors"]).await;
     let lines: Vec<&str> = out.ok().lines().collect();
@@ -343,4 +347,71 @@ async fn get_nodes_lists_the_scheduler_node_and_its_shards() {
     assert_eq!(both["schedulers"]["nodes"][0]["id"], "cli-node", "{both:#}");
     let help = rota_offline(&["get", "nodes", "--help"]).await;
     assert!(help.ok().contains("Then the executor nodes registered with the cluster"), "{}", help.stdout);
+}
+
+/// First start writes a cluster-admin token to `DATA_DIR/admin.token` (mode 0600) and says where (not what);
+/// the CLI finds it with `--data-dir`, refuses without credentials, and manages tokens and reads the audit log.
+#[tokio::test(flavor = "multi_thread")]
+async fn bootstrap_token_tokens_and_audit_through_the_cli() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap().to_string();
+    let mut server = Server::start(&["--data-dir", &data_s]);
+    let url = server.url.clone();
+    let file = data.join("admin.token");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "admin.token is private");
+    let token = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert!(token.starts_with("rota_"), "{token}");
+    assert!(server.stdout().contains(&format!("rota admin token: created and written to {}", file.display())));
+    assert!(!server.output().contains(&token), "the token itself is never printed or logged");
+
+    // Without credentials: 401 with a hint; with --data-dir: the file's token.
+    let out = common::rota_as(&url, None, &["get", "tasks"]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("error: unauthenticated: "), "{}", out.stderr);
+    assert!(out.stderr.contains("--data-dir"), "{}", out.stderr);
+    let out = common::rota_as(&url, None, &["--data-dir", &data_s, "get", "tasks"]).await;
+    assert_eq!((out.code, out.stderr.as_str()), (0, "no tasks\n"), "{out:?}");
+
+    // Tokens: create (shown once), use, list, revoke.
+    let out = rota(&url, &["token", "create", "ci", "--grant", "ci:editor", "--expires-in", "1h"]).await;
+    let ci = out.ok().trim().to_string();
+    assert!(ci.starts_with("rota_") && out.stderr.contains("shown only this once"), "{out:?}");
+    let ci_id = ci.split('_').nth(1).unwrap().to_string();
+    let exec = Executor::start().await;
+    let task = write(dir.path(), "t.yaml", &task_yaml("ci", "job", "{manual: true}", &exec.url(), ""));
+    let out = common::rota_as(&url, Some(&ci), &["apply", "-f", &task]).await;
+    assert_eq!(out.ok(), "task ci/job created\n");
+    let out = common::rota_as(&url, Some(&ci), &["get", "task", "other/job"]).await;
+    assert!(out.stderr.contains("error: forbidden: "), "{out:?}");
+    let list = rota(&url, &["token", "list", "-o", "json"]).await.json();
+    let ids: Vec<&str> = list.as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&ci_id.as_str()) && ids.len() == 2, "{list:#}");
+    assert!(!list.to_string().contains(ci.rsplit('_').next().unwrap()), "no secret in the list");
+    let table = rota(&url, &["token", "list"]).await;
+    assert!(table.ok().lines().next().unwrap().starts_with("ID "), "{}", table.stdout);
+    assert!(table.stdout.contains("ci:editor"), "{}", table.stdout);
+    assert_eq!(rota(&url, &["token", "revoke", &ci_id]).await.ok(), format!("token {ci_id} (ci) revoked\n"));
+    let out = common::rota_as(&url, Some(&ci), &["get", "task", "ci/job"]).await;
+    assert!(out.stderr.contains("error: unauthenticated: ") && out.stderr.contains("revoked"), "{out:?}");
+
+    // The audit log: who created the task, from where; the denied request.
+    let audit = rota(&url, &["audit", "--action", "put_task", "-o", "json"]).await.json();
+    assert_eq!(audit[0]["actor"], format!("token:{ci_id}"), "{audit:#}");
+    assert_eq!(audit[0]["resource"], "/api/v1/tasks/ci/job");
+    assert!(audit[0]["source"].as_str().unwrap().starts_with("127.0.0.1:"), "{audit:#}");
+    let table = rota(&url, &["audit", "--limit", "5"]).await;
+    assert!(table.ok().contains("revoke_token"), "{}", table.stdout);
+    let denied = rota(&url, &["audit", "--actor", &format!("token:{ci_id}"), "-o", "json"]).await.json();
+    assert!(denied.as_array().unwrap().iter().any(|e| e["detail"]["outcome"] == "denied"), "{denied:#}");
+
+    // A restart keeps the token: nothing new is created or written.
+    assert!(server.terminate(Duration::from_secs(30)).success());
+    let server = Server::start(&["--data-dir", &data_s]);
+    assert!(!server.stdout().contains("rota admin token"), "{}", server.output());
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token);
+    let out = common::rota_as(&server.url, None, &["--data-dir", &data_s, "get", "task", "ci/job", "-o", "json"]).await;
+    assert_eq!(out.json()["name"], "job");
 }

@@ -109,9 +109,8 @@ impl Cluster {
                     "timeout": "5s"
                 }
             });
-            let res = self
-                .http
-                .put(format!("{}/api/v1/tasks/cluster/{name}", self.any_url()))
+            let url = self.any_url();
+            let res = common::authed(self.http.put(format!("{url}/api/v1/tasks/cluster/{name}")), &url)
                 .json(&doc)
                 .send()
                 .await

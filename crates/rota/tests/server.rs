@@ -132,7 +132,8 @@ async fn postgres_store_via_database_url() {
     let mut server = Server::start(&["--database-url", &db, "--data-dir", data.to_str().unwrap()]);
     let url = server.url.clone();
     assert!(server.stdout().contains("rota store: postgres postgres://"), "{}", server.output());
-    assert!(!data.exists(), "--database-url overrides --data-dir");
+    assert!(!data.join("rota.db").exists(), "--database-url overrides --data-dir for the store");
+    assert!(data.join("admin.token").exists(), "the bootstrap admin token is written to the data dir");
 
     let file = write(dir.path(), "t.yaml", &task_yaml("pg", "echo", "{manual: true}", &exec.url(), ""));
     assert_eq!(rota(&url, &["apply", "-f", &file]).await.ok(), "task pg/echo created\n");

@@ -20,6 +20,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_rota");
 /// Every `ROTA_*` variable the binary reads, removed so the caller's environment cannot change a test.
 const ROTA_ENV: &[&str] = &[
     "ROTA_SERVER",
+    "ROTA_TOKEN",
     "ROTA_CONFIG",
     "ROTA_LISTEN",
     "ROTA_DATA_DIR",
@@ -34,6 +35,37 @@ const ROTA_ENV: &[&str] = &[
     "ROTA_DEFAULT_TIMEOUT",
     "ROTA_MAX_IN_FLIGHT",
 ];
+
+/// The admin token of every server started by this test binary, by base URL and by `db:<database url>` (nodes
+/// sharing a database share the token the first of them created).
+static TOKENS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+fn remember(key: &str, token: &str) {
+    TOKENS.lock().unwrap().push((key.to_string(), token.to_string()));
+}
+
+fn recall(key: &str) -> Option<String> {
+    TOKENS.lock().unwrap().iter().rev().find(|(k, _)| k == key).map(|(_, t)| t.clone())
+}
+
+/// The admin token of the server whose base URL starts `url` (also a report URL under it), if any.
+pub fn token_for(url: &str) -> Option<String> {
+    TOKENS
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|(k, _)| k.starts_with("http") && url.starts_with(k.as_str()))
+        .map(|(_, t)| t.clone())
+}
+
+/// A request builder with the admin token of the server at `url`.
+pub fn authed(req: reqwest::RequestBuilder, url: &str) -> reqwest::RequestBuilder {
+    match token_for(url) {
+        Some(t) => req.bearer_auth(t),
+        None => req,
+    }
+}
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
@@ -57,6 +89,10 @@ where
 pub struct Server {
     child: Option<Child>,
     pub url: String,
+    /// The cluster-admin token the server bootstrapped (or that its database already had, when known).
+    pub token: Option<String>,
+    /// A data directory the harness made up when the test gave none (the admin token is written there).
+    _data: Option<tempfile::TempDir>,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
 }
@@ -86,6 +122,17 @@ impl Server {
             cmd.env_remove(v);
         }
         cmd.envs(env.iter().copied());
+        let arg_after = |flag: &str| args.iter().position(|a| *a == flag).and_then(|i| args.get(i + 1)).copied();
+        let mut data_dir = arg_after("--data-dir").map(std::path::PathBuf::from);
+        let mut made_up = None;
+        if data_dir.is_none() && arg_after("--config").is_none() {
+            // Keep the bootstrap admin token out of the working directory.
+            let dir = tempfile::tempdir().expect("a temporary data directory");
+            cmd.arg("--data-dir").arg(dir.path());
+            data_dir = Some(dir.path().to_path_buf());
+            made_up = Some(dir);
+        }
+        let db_key = arg_after("--database-url").map(|u| format!("db:{u}"));
         cmd.env("RUST_LOG", "info").env_remove("DOCKER_HOST");
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn rota server");
@@ -93,11 +140,28 @@ impl Server {
         let stderr = Arc::new(Mutex::new(String::new()));
         collect(child.stdout.take().unwrap(), stdout.clone());
         collect(child.stderr.take().unwrap(), stderr.clone());
-        let mut server = Server { child: Some(child), url: String::new(), stdout, stderr };
+        let mut server = Server { child: Some(child), url: String::new(), token: None, _data: made_up, stdout, stderr };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(url) = server.stdout().lines().find_map(|l| l.strip_prefix("rota listening on ")) {
                 server.url = url.trim().to_string();
+                let out = server.stdout();
+                let written = out
+                    .lines()
+                    .find_map(|l| l.strip_prefix("rota admin token: created and written to "))
+                    .and_then(|rest| rest.split(" (").next())
+                    .map(std::path::PathBuf::from);
+                let file = written.or_else(|| data_dir.map(|d| d.join("admin.token"))).filter(|p| p.exists());
+                let token = file
+                    .map(|p| std::fs::read_to_string(p).unwrap().trim().to_string())
+                    .or_else(|| db_key.as_deref().and_then(recall));
+                if let Some(t) = &token {
+                    remember(&server.url, t);
+                    if let Some(k) = &db_key {
+                        remember(k, t);
+                    }
+                }
+                server.token = token;
                 return server;
             }
             if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
@@ -202,24 +266,36 @@ impl Out {
     }
 }
 
-/// Runs `rota --server URL ARGS…`.
+/// Runs `rota --server URL ARGS…` with the server's admin token (`ROTA_TOKEN`), when the harness knows it.
 pub async fn rota(server: &str, args: &[&str]) -> Out {
     let mut cmd = tokio::process::Command::new(BIN);
     cmd.arg("--server").arg(server).args(args);
-    run(cmd).await
+    run(cmd, token_for(server).as_deref()).await
+}
+
+/// Runs `rota --server URL ARGS…` with no token in the environment (flags may still give one).
+pub async fn rota_as(server: &str, token: Option<&str>, args: &[&str]) -> Out {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("--server").arg(server).args(args);
+    run(cmd, token).await
 }
 
 /// Runs `rota ARGS…` without a server (offline commands).
 pub async fn rota_offline(args: &[&str]) -> Out {
     let mut cmd = tokio::process::Command::new(BIN);
     cmd.args(args);
-    run(cmd).await
+    run(cmd, None).await
 }
 
-async fn run(mut cmd: tokio::process::Command) -> Out {
+async fn run(mut cmd: tokio::process::Command, token: Option<&str>) -> Out {
     for v in ROTA_ENV {
         cmd.env_remove(v);
     }
+    if let Some(t) = token {
+        cmd.env("ROTA_TOKEN", t);
+    }
+    // Not the working directory's ./rota-data/admin.token.
+    cmd.env("ROTA_DATA_DIR", "/nonexistent/rota-test-data");
     cmd.stdin(Stdio::null());
     let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
         .await
@@ -233,7 +309,8 @@ async fn run(mut cmd: tokio::process::Command) -> Out {
 }
 
 /// A real executor node speaking the `rota` protocol on 127.0.0.1:0. It records every envelope, appends one log
-/// line to the run through the envelope's report URL, waits `sleep_ms` when the params have it, and answers
+/// line to the run through the envelope's report URL (with the admin token of the server it came from: static
+/// candidates are not nodes of a service, so only the cluster admin may report for them), waits `sleep_ms` when the params have it, and answers
 /// `succeeded` with its params as output (or `failed` when the params say `fail: true`).
 pub struct Executor {
     pub addr: SocketAddr,
@@ -275,7 +352,7 @@ async fn execute(State(state): State<ExecState>, Json(envelope): Json<RunEnvelop
             stream: Some("stdout".into()),
             lines: vec![format!("test executor ran {} run {}", envelope.task, envelope.run_id)],
         };
-        match state.http.post(format!("{url}/logs")).json(&append).send().await {
+        match authed(state.http.post(format!("{url}/logs")), url).json(&append).send().await {
             Ok(res) if res.status().is_success() => {}
             Ok(res) => eprintln!("test executor: log append answered {}", res.status()),
             Err(e) => eprintln!("test executor: log append failed: {e}"),
