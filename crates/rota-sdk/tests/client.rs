@@ -5,15 +5,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
+use axum::extract::State;
 use rota_core::{Scheduler, SchedulerConfig};
 use rota_executor::{HttpExecutorConfig, Router};
 use rota_proto::{LogAppend, RunEnvelope};
-use rota_sdk::{AttemptState, Client, ClientError, RunFilter, RunState, RunTrigger, TaskDocument, TaskFilter};
+use rota_sdk::{
+    AttemptState, AuditFilter, Client, ClientError, NewToken, RunFilter, RunState, RunTrigger, TaskDocument, TaskFilter,
+};
 use serde_json::{Map, Value, json};
 
 struct Api {
     url: String,
+    /// The cluster admin's token (`*:admin`), created in the store.
+    token: String,
     _scheduler: Scheduler,
+}
+
+/// A cluster-admin token in `store` (the API accepts nothing without credentials).
+async fn admin_token(store: &dyn rota_store::Store) -> String {
+    let scope = rota_store::TokenScope::User { grants: vec!["*:admin".parse().unwrap()] };
+    rota_api::auth::issue_token(store, "sdk tests", scope, "system", None, chrono::Utc::now()).await.unwrap().token
 }
 
 async fn start_api() -> Api {
@@ -24,23 +35,26 @@ async fn start_api() -> Api {
     let router = Router::standard(HttpExecutorConfig::default()).unwrap();
     let scheduler = Scheduler::new(Arc::new(store), Arc::new(router), config);
     scheduler.start().await.unwrap();
+    let token = admin_token(&**scheduler.store()).await;
     let app = rota_api::router(rota_api::ApiState::new(scheduler.clone()));
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Api { url, _scheduler: scheduler }
+    Api { url, token, _scheduler: scheduler }
 }
 
-/// An executor node: appends a log line through the report URL, answers `succeeded` with the params as output.
-async fn start_executor() -> String {
-    async fn handle(Json(env): Json<RunEnvelope>) -> Json<Value> {
+/// An executor node: appends a log line through the report URL (with `token`: a static candidate is no node of a
+/// service, so only the cluster admin may append for it), answers `succeeded` with the params as output.
+async fn start_executor(token: &str) -> String {
+    async fn handle(State(token): State<String>, Json(env): Json<RunEnvelope>) -> Json<Value> {
         if let Some(url) = &env.report_url {
             let append = LogAppend { stream: None, lines: vec![format!("ran {}", env.run_id)] };
-            let _ = reqwest::Client::new().post(format!("{url}/logs")).json(&append).send().await;
+            let _ = reqwest::Client::new().post(format!("{url}/logs")).bearer_auth(&token).json(&append).send().await;
         }
         Json(json!({"status": "succeeded", "output": {"echo": env.params}}))
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, axum::Router::new().fallback(axum::routing::post(handle))).await });
+    let app = axum::Router::new().fallback(axum::routing::post(handle)).with_state(token.to_string());
+    tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}")
 }
 
@@ -55,8 +69,8 @@ fn doc(namespace: &str, name: &str, executor: &str, extra: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_method_against_the_real_api() {
     let api = start_api().await;
-    let exec = start_executor().await;
-    let rota = Client::new(&api.url).unwrap();
+    let exec = start_executor(&api.token).await;
+    let rota = Client::new(&api.url).unwrap().with_token(Some(&api.token)).unwrap();
 
     assert_eq!(rota.health().await.unwrap().status, "ok");
     assert_eq!(rota.ready().await.unwrap().store.as_deref(), Some("sqlite"));
@@ -154,7 +168,7 @@ async fn every_method_against_the_real_api() {
 #[tokio::test(flavor = "multi_thread")]
 async fn errors_carry_codes_and_field_paths() {
     let api = start_api().await;
-    let rota = Client::new(&api.url).unwrap();
+    let rota = Client::new(&api.url).unwrap().with_token(Some(&api.token)).unwrap();
 
     let bad = doc("sdk", "Bad_Name", "http://127.0.0.1:9", "  retry: {maxAttempts: 0}\n");
     let err = rota.apply(bad.as_str()).await.unwrap_err();
@@ -174,6 +188,39 @@ async fn errors_carry_codes_and_field_paths() {
     // Invalid query parameters name the parameter.
     let err = rota.list_tasks(&TaskFilter::default(), None, Some(0)).await.unwrap_err();
     assert_eq!((err.code(), err.details()[0].path.as_str()), (Some("invalid_argument"), "limit"));
+
+    // Without credentials, or with a role too weak: the API's own codes.
+    let anon = Client::new(&api.url).unwrap();
+    let err = anon.list_tasks(&TaskFilter::default(), None, None).await.unwrap_err();
+    assert_eq!((err.status(), err.code()), (Some(401), Some("unauthenticated")));
+    let viewer = rota
+        .create_token(&NewToken {
+            name: "viewer".into(),
+            grants: vec!["sdk:viewer".into()],
+            executor_service: None,
+            expires_in: None,
+        })
+        .await
+        .unwrap();
+    let as_viewer = Client::new(&api.url).unwrap().with_token(Some(&viewer.token)).unwrap();
+    let err = as_viewer.delete_task("sdk", "x").await.unwrap_err();
+    assert_eq!((err.status(), err.code()), (Some(403), Some("forbidden")));
+    assert!(format!("{viewer:?}").contains("(not shown)"), "Debug hides the token");
+    let listed = rota.list_all_tokens().await.unwrap();
+    assert!(listed.iter().any(|t| t.id == viewer.info.id && t.grants == ["sdk:viewer"]), "{listed:?}");
+    let revoked = rota.revoke_token(&viewer.info.id).await.unwrap();
+    assert!(revoked.revoked_at.is_some());
+    let err = as_viewer.get_task("sdk", "x").await.unwrap_err();
+    assert_eq!(err.code(), Some("unauthenticated"));
+    let filter = AuditFilter { action: Some("revoke_token".into()), ..Default::default() };
+    let audit = rota.audit(&filter, None, None).await.unwrap();
+    assert_eq!(audit.items.len(), 1, "{audit:?}");
+    assert!(audit.items[0].actor.starts_with("token:"));
+    let b = rota.put_role_binding("sdk", "group", "devs", "operator").await.unwrap();
+    assert_eq!((b.kind.as_str(), b.role.as_str()), ("group", "operator"));
+    assert_eq!(rota.list_role_bindings(Some("sdk")).await.unwrap().len(), 1);
+    rota.delete_role_binding("sdk", "group", "devs").await.unwrap();
+    assert!(rota.list_role_bindings(None).await.unwrap().is_empty());
 
     // Something that is not the API.
     let other = Client::new(&format!("{}/not-the-api/", api.url)).unwrap();

@@ -15,7 +15,15 @@ use tokio::sync::{Notify, oneshot};
 
 struct Api {
     url: String,
+    /// The cluster admin's token (`*:admin`), created in the store.
+    token: String,
     _scheduler: Scheduler,
+}
+
+/// A cluster-admin token in `store` (the API accepts nothing without credentials).
+async fn admin_token(store: &dyn rota_store::Store) -> String {
+    let scope = rota_store::TokenScope::User { grants: vec!["*:admin".parse().unwrap()] };
+    rota_api::auth::issue_token(store, "sdk tests", scope, "system", None, chrono::Utc::now()).await.unwrap().token
 }
 
 async fn start_api() -> Api {
@@ -34,9 +42,10 @@ async fn start_api() -> Api {
     let discovery = RegistryDiscovery::new(store.clone()).with_cache_ttl(Duration::ZERO);
     let scheduler = Scheduler::new(store, Arc::new(router), config).with_discovery(Arc::new(discovery));
     scheduler.start().await.unwrap();
+    let token = admin_token(&**scheduler.store()).await;
     let app = rota_api::router(rota_api::ApiState::new(scheduler.clone()));
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Api { url, _scheduler: scheduler }
+    Api { url, token, _scheduler: scheduler }
 }
 
 /// Polls `check` until it returns `Some`, failing after 20 s with `what`.
@@ -58,7 +67,7 @@ where
 #[tokio::test(flavor = "multi_thread")]
 async fn registers_reports_and_drains_against_the_real_scheduler() {
     let api = start_api().await;
-    let rota = Client::new(&api.url).unwrap();
+    let rota = Client::new(&api.url).unwrap().with_token(Some(&api.token)).unwrap();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let node_url = format!("http://{}", listener.local_addr().unwrap());
@@ -68,6 +77,7 @@ async fn registers_reports_and_drains_against_the_real_scheduler() {
     let task = "metadata: {namespace: sdk, name: export}\nspec: {schedule: {manual: true}, timeout: 20s}\n";
     let node = ExecutorNode::builder("billing")
         .scheduler(&api.url)
+        .token(Some(api.token.clone()))
         .id("sdk-1")
         .labels([("zone", "a")])
         .capacity(4)
@@ -154,6 +164,7 @@ async fn registers_reports_and_drains_against_the_real_scheduler() {
     let listener = tokio::net::TcpListener::bind(node_url.trim_start_matches("http://")).await.unwrap();
     let node = ExecutorNode::builder("billing")
         .scheduler(&api.url)
+        .token(Some(api.token.clone()))
         .id("sdk-1")
         .async_handler("export", |_| async { Ok(serde_json::Value::Null) })
         .task(task)
@@ -179,11 +190,12 @@ async fn registers_reports_and_drains_against_the_real_scheduler() {
 #[tokio::test(flavor = "multi_thread")]
 async fn each_node_of_a_sharded_run_reports_its_slice() {
     let api = start_api().await;
-    let rota = Client::new(&api.url).unwrap();
+    let rota = Client::new(&api.url).unwrap().with_token(Some(&api.token)).unwrap();
     let mut running = Vec::new();
     for id in ["shard-a", "shard-b"] {
         let node = ExecutorNode::builder("workers")
             .scheduler(&api.url)
+            .token(Some(api.token.clone()))
             .id(id)
             .async_handler("slice", |ctx: RunContext| async move {
                 ctx.log(format!("slice {}/{} on {}", ctx.shard_index(), ctx.shard_total(), ctx.node_id())).await;
