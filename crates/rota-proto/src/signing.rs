@@ -171,10 +171,13 @@ impl Verifier {
     }
 }
 
+/// Signatures seen, and the order to forget them in.
+type Seen = (HashMap<Vec<u8>, i64>, VecDeque<(i64, Vec<u8>)>);
+
 /// Remembers the signatures accepted within the window; a second sight is a replay.
 #[derive(Default)]
 pub struct ReplayGuard {
-    seen: Mutex<(HashMap<Vec<u8>, i64>, VecDeque<(i64, Vec<u8>)>)>,
+    seen: Mutex<Seen>,
 }
 
 impl ReplayGuard {
