@@ -172,7 +172,7 @@ async fn bad_tokens_are_unauthenticated_without_echoing_them() {
         assert_error(status, &err, 401, "unauthenticated");
         let message = err["error"]["message"].as_str().unwrap();
         assert!(message.contains(says), "{token}: {message}");
-        let secret = token.rsplit('_').next().unwrap();
+        let secret = token.splitn(3, '_').nth(2).unwrap_or(token);
         assert!(!err.to_string().contains(secret), "the answer echoes the token: {err}");
     }
     let res = s.anon.get(s.url("/api/v1/tasks")).header("authorization", "Basic dXNlcjpwYXNz").send().await.unwrap();
@@ -322,7 +322,7 @@ async fn token_management_stays_within_the_callers_namespaces() {
     assert_eq!(status, StatusCode::OK);
     let ids: Vec<&str> = list["items"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
     assert!(ids.contains(&created["info"]["id"].as_str().unwrap()) && !ids.contains(&other_id.as_str()), "{list}");
-    assert!(!list.to_string().contains("hash") && !list.to_string().contains(token.rsplit('_').next().unwrap()));
+    assert!(!list.to_string().contains("hash") && !list.to_string().contains(token.splitn(3, '_').nth(2).unwrap()));
     let (status, err) = call(&s, Some(&ns_admin), &Method::DELETE, &format!("/api/v1/tokens/{other_id}"), None).await;
     assert_error(status, &err, 404, "not_found");
     let (_, all) = s.get("/api/v1/tokens").await;
@@ -373,7 +373,7 @@ async fn the_audit_log_records_who_what_and_where() {
     assert_eq!(by_prefix["items"].as_array().unwrap().len(), 1);
     assert_eq!(by_prefix["items"][0]["action"], "create_token");
     assert!(by_prefix["next_cursor"].is_null() || by_prefix["next_cursor"].is_string());
-    let secret = created["token"].as_str().unwrap().rsplit('_').next().unwrap().to_string();
+    let secret = created["token"].as_str().unwrap().splitn(3, '_').nth(2).unwrap().to_string();
     let (_, all) = s.get("/api/v1/audit?limit=1000").await;
     assert!(!all.to_string().contains(&secret), "a token secret reached the audit log");
     let (status, err) = s.get("/api/v1/audit?from=yesterday").await;
