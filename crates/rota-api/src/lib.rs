@@ -12,7 +12,7 @@
 //! | `GET` | `/api/v1/tasks` | tasks_read | [`TaskList`](views::TaskList) (`namespace`, `label`, `labels`, `paused`, `cursor`, `limit`) |
 //! | `GET` | `/api/v1/tasks/{namespace}/{name}` | tasks_read | [`TaskView`](views::TaskView) |
 //! | `DELETE` | `/api/v1/tasks/{namespace}/{name}` | tasks_write | 204 |
-//! | `POST` | `/api/v1/tasks/{namespace}/{name}/pause`, `/resume` | tasks_write | [`TaskView`](views::TaskView) |
+//! | `POST` | `/api/v1/tasks/{namespace}/{name}/pause`, `/resume` | tasks_pause | [`TaskView`](views::TaskView) |
 //! | `POST` | `/api/v1/tasks/{namespace}/{name}/trigger` | tasks_trigger | 201, [`RunView`](views::RunView) |
 //! | `GET` | `/api/v1/tasks/{namespace}/{name}/versions` | tasks_read | [`TaskVersionList`](views::TaskVersionList) |
 //! | `GET` | `/api/v1/runs` | runs_read | [`RunList`](views::RunList) (`task`, `namespace`, `state`, `from`, `to`, `cursor`, `limit`) |
@@ -22,7 +22,15 @@
 //! | `POST` | `/api/v1/runs/{id}/report` | executor_report | [`RunView`](views::RunView) |
 //! | `POST` | `/api/v1/runs/{id}/logs` | executor_report | [`AppendLogsResponse`](views::AppendLogsResponse) |
 //! | `GET` | `/api/v1/cluster` | cluster_read | [`ClusterView`](views::ClusterView): scheduler nodes, their shards, lease expiry and lag; unowned shards |
+//! | `GET` | `/api/v1/executors` | cluster_read | executor nodes |
+//! | `POST` | `/api/v1/executors`, `/api/v1/executors/{id}/heartbeat`, `/drain`; `DELETE /api/v1/executors/{id}` | executor_register | registration, heartbeats, drain, leave |
+//! | `POST`, `GET` | `/api/v1/tokens`; `DELETE /api/v1/tokens/{id}` | tokens_manage | [`CreatedToken`](access::CreatedToken) (the token, shown once), [`TokenList`](access::TokenList) |
+//! | `GET` | `/api/v1/role-bindings`; `PUT`, `DELETE /api/v1/role-bindings/{namespace}/{kind}/{subject}` | roles_manage | [`RoleBindingList`](access::RoleBindingList), [`RoleBindingView`](access::RoleBindingView) |
+//! | `GET` | `/api/v1/audit` | audit_read | [`AuditList`](access::AuditList) (`actor`, `action`, `resource`, `from`, `to`, `cursor`, `limit`) |
 //! | `GET` | `/healthz`, `/readyz`, `/openapi.json` | public | probes, the OpenAPI document |
+//!
+//! Every non-public route needs `Authorization: Bearer <token>`; see [`auth`] for who may do what (roles per
+//! namespace, executor credentials per service) and the audit log.
 //!
 //! Task bodies are YAML or JSON (by `Content-Type`: `application/json`, `application/yaml`, `text/yaml`;
 //! sniffed when absent). Every error, including axum's own rejections, unknown routes (404), wrong methods (405),
@@ -30,7 +38,8 @@
 //! statuses only there.
 //!
 //! Routes are registered from one table ([`routes::route_table`]) that names each route's required
-//! [`Permission`]; authentication plugs into [`routes`]' single `authorize` middleware.
+//! [`Permission`]; every route passes [`routes`]' single `authorize` middleware, which authenticates, authorizes
+//! and audits through [`ApiState::auth`].
 //!
 //! ```no_run
 //! # async fn demo(scheduler: rota_core::Scheduler) -> std::io::Result<()> {
