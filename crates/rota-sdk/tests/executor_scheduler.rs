@@ -270,14 +270,16 @@ fn grpc_request(task: &str, params_json: &str) -> v1::RunRequest {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_grpc_node_registers_runs_sync_and_async_refuses_bad_requests_and_drains() {
     let api = start_api().await;
-    let rota = Client::new(&api.url).unwrap();
+    let rota = Client::new(&api.url).unwrap().with_token(Some(&api.token)).unwrap();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let node_url = format!("http://{}", listener.local_addr().unwrap());
     let release = Arc::new(Notify::new());
     let released = release.clone();
+    // The node declares a task too, so it uses the admin token rather than an executor credential.
     let node = ExecutorNode::builder("grpc-workers")
         .scheduler(&api.url)
+        .token(Some(api.token.clone()))
         .id("grpc-1")
         .handler("sum", |ctx: RunContext| async move {
             let xs: Vec<i64> = ctx.param("xs")?.unwrap_or_default();
