@@ -181,6 +181,7 @@ mod grpc;
 mod http;
 mod protocol;
 mod router;
+pub mod secrets;
 pub mod template;
 
 pub use container::{ContainerExecutor, ContainerExecutorConfig, ContainerRuntime, DockerRuntime};
@@ -191,7 +192,12 @@ pub use http::{
 };
 pub use protocol::{Protocol, ProtocolExecutor};
 pub use router::Router;
+pub use secrets::{DirSecrets, EnvSecrets};
 pub use template::TemplateError;
 
 #[doc(no_inline)]
-pub use rota_core::{Dispatch, DispatchOutcome, Executor, NodeEndpoint};
+pub use rota_core::{Dispatch, DispatchOutcome, Executor, NodeEndpoint, SecretResolver};
+#[doc(no_inline)]
+pub use rota_proto::signing::SigningKey;
+#[doc(no_inline)]
+pub use rota_tls::ClientTls;
