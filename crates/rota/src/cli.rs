@@ -29,7 +29,7 @@ impl std::fmt::Display for Reported {
 impl std::error::Error for Reported {}
 
 /// Runs a client command against the server at `server`.
-pub fn run(server: &str, format: Format, command: Command) -> ExitCode {
+pub fn run(server: &str, ca_cert: Option<&std::path::Path>, format: Format, command: Command) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -38,7 +38,7 @@ pub fn run(server: &str, format: Format, command: Command) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let client = Client::new(server)?;
+        let client = Client::with_ca_cert(server, ca_cert)?;
         execute(&client, format, command).await
     });
     match result {

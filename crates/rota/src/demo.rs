@@ -70,6 +70,7 @@ spec:
 pub async fn start(scheduler: &Scheduler) -> anyhow::Result<Demo> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind the demo executor")?;
     let addr = listener.local_addr()?;
+    rota_tls::install_crypto_provider();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
     let app = axum::Router::new().fallback(axum::routing::post(handle)).with_state(http);
     let stop = CancellationToken::new();

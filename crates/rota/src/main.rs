@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod demo;
 mod output;
+mod security;
 mod server;
 
 use std::path::PathBuf;
@@ -31,6 +32,9 @@ pub struct Cli {
     /// Base URL of the Rota server the CLI commands talk to.
     #[arg(long, global = true, env = "ROTA_SERVER", default_value = "http://127.0.0.1:7070", value_name = "URL")]
     pub server: String,
+    /// PEM CA bundle trusted for an https:// server (in addition to the system's roots).
+    #[arg(long, global = true, env = "ROTA_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
     /// Output format of the CLI commands.
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
@@ -204,7 +208,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Server(args) => server::main(*args),
         Command::Validate(args) => cli::validate(&args, cli.output),
-        command => cli::run(&cli.server, cli.output, command),
+        command => cli::run(&cli.server, cli.ca_cert.as_deref(), cli.output, command),
     }
 }
 
