@@ -9,6 +9,7 @@ use rota_proto::RunEnvelope;
 
 /// The baseline: a bare HTTP loop against a no-op executor, same client library as the servers, no scheduler.
 pub async fn bare_http_rate(addr: SocketAddr, concurrency: usize, duration: Duration) -> Result<f64> {
+    rota_tls::install_crypto_provider();
     let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).tcp_nodelay(true).build()?;
     let url = format!("http://{addr}/run");
     let body = serde_json::to_vec(&RunEnvelope {

@@ -90,6 +90,7 @@ impl Server {
         let handle = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("server runs");
         });
+        rota_tls::install_crypto_provider();
         Server {
             base: format!("http://{addr}"),
             http: reqwest::Client::builder()
