@@ -193,7 +193,7 @@ async fn signed_dispatches_and_credentials_from_secrets_never_leak() {
     // The values are nowhere: not in the API's task view, the runs, nor anything the server printed.
     let mut shown = String::new();
     for (name, _) in tasks {
-        shown.push_str(&rota(&url, &["get", "task", &format!("sec/{name}"), "-o", "json"]).await.ok().to_string());
+        shown.push_str(rota(&url, &["get", "task", &format!("sec/{name}"), "-o", "json"]).await.ok());
     }
     for d in &details {
         shown.push_str(&d.to_string());
