@@ -226,14 +226,14 @@ fn is_deadline(status: &Status, past_timeout: bool) -> bool {
 fn status_error(status: &Status, origin: &str, path: &str, config: &GrpcProtocolConfig) -> String {
     let message = excerpt(status.message());
     match status.code() {
-        Code::Unavailable => {
-            let cause = std::error::Error::source(status).map(root_cause).unwrap_or_else(|| message.clone());
-            if cause.is_empty() {
-                format!("could not connect to {origin}")
-            } else {
-                format!("could not connect to {origin}: {cause}")
-            }
-        }
+        // A transport failure carries its cause as the status's source; an UNAVAILABLE without one was sent by
+        // the node itself (e.g. it is draining): the connection worked, the node refused the run.
+        Code::Unavailable => match std::error::Error::source(status).map(root_cause) {
+            Some(cause) if !cause.is_empty() => format!("could not connect to {origin}: {cause}"),
+            Some(_) => format!("could not connect to {origin}"),
+            None if message.is_empty() => format!("could not connect to {origin}"),
+            None => format!("executor at {origin} is unavailable: {message}"),
+        },
         // tonic's router answers UNIMPLEMENTED with an empty message; a node's own message is kept.
         Code::Unimplemented => format!(
             "executor at {origin} answered gRPC UNIMPLEMENTED: it does not serve {}{}",
@@ -324,6 +324,10 @@ mod tests {
         let config = GrpcProtocolConfig::default();
         let o = "http://h:1";
         assert_eq!(
+            status_error_of(&Status::unavailable("node n1 is draining"), o, &config),
+            "executor at http://h:1 is unavailable: node n1 is draining"
+        );
+        assert_eq!(
             status_error_of(&Status::internal("db\ndown"), o, &config),
             "executor answered gRPC INTERNAL: db down"
         );
@@ -336,7 +340,7 @@ mod tests {
             status_error_of(&Status::unimplemented(""), o, &config),
             "executor at http://h:1 answered gRPC UNIMPLEMENTED: it does not serve rota.executor.v1.Executor/Run"
         );
-        assert_eq!(status_error_of(&Status::unavailable("gone"), o, &config), "could not connect to http://h:1: gone");
+        assert_eq!(status_error_of(&Status::unavailable(""), o, &config), "could not connect to http://h:1");
         assert!(is_deadline(&Status::deadline_exceeded(""), false));
         assert!(is_deadline(&Status::cancelled("Timeout expired"), true));
         assert!(!is_deadline(&Status::cancelled("Timeout expired"), false));

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 pub mod grpc;
+pub mod signing;
 
 /// Content type of every JSON message.
 pub const CONTENT_TYPE_JSON: &str = "application/json";

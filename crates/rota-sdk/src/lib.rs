@@ -67,10 +67,10 @@
 //! ## Executor nodes
 //!
 //! [`executor::ExecutorNode`] is the executor side: named handlers (sync, or async with a later report) served
-//! over the HTTP `rota` protocol, registration with the scheduler as a node of a service, heartbeats, tasks the
+//! over the HTTP `rota` protocol or gRPC (`rota.executor.v1.Executor`), registration with the scheduler as a node of a service, heartbeats, tasks the
 //! node declares for itself, and a drain on shutdown. `examples/echo-executor.rs` in this crate is a complete
 //! node: `cargo run -p rota-sdk --example echo-executor` registers it as service `echo` with the scheduler on
-//! `http://127.0.0.1:7070` and declares the task `default/echo`.
+//! `http://127.0.0.1:7070` and declares the task `default/echo` (`-- --grpc` serves gRPC instead).
 
 pub mod client;
 mod document;

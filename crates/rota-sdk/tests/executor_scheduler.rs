@@ -1,6 +1,6 @@
 //! The executor side against the real scheduler stack (rota-api + rota-core over a fresh SQLite store, served on
 //! 127.0.0.1:0): registration, heartbeats, re-registration after the registration is lost, the declared task, a
-//! dispatch answered asynchronously and reported, drain and deregistration.
+//! dispatch answered asynchronously and reported, drain and deregistration; the same over gRPC.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 use rota_core::{Scheduler, SchedulerConfig};
 use rota_discovery::RegistryDiscovery;
 use rota_executor::{HttpExecutorConfig, Router};
+use rota_proto::RunResult;
+use rota_proto::grpc::v1;
+use rota_proto::grpc::v1::executor_client::ExecutorClient;
 use rota_sdk::executor::{ExecutorNode, RunContext};
 use rota_sdk::{Client, RunState};
 use serde_json::{Map, json};
@@ -230,4 +233,167 @@ async fn each_node_of_a_sharded_run_reports_its_slice() {
         tokio::time::timeout(Duration::from_secs(20), serving).await.unwrap().unwrap().unwrap();
     }
     assert!(rota.executors(Some("workers")).await.unwrap().is_empty());
+}
+
+/// A direct gRPC client of a node (what the scheduler sends, without the scheduler).
+async fn grpc_client(url: &str) -> ExecutorClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string()).unwrap().connect().await.unwrap();
+    ExecutorClient::new(channel)
+}
+
+fn grpc_request(task: &str, params_json: &str) -> v1::RunRequest {
+    let now = chrono::Utc::now();
+    v1::RunRequest {
+        run_id: "1".into(),
+        task: task.into(),
+        attempt: 1,
+        scheduled_at: rota_proto::grpc::format_instant(&now),
+        params_json: params_json.into(),
+        shard: Some(v1::Shard { index: 0, total: 1 }),
+        deadline: rota_proto::grpc::format_instant(&(now + chrono::Duration::seconds(10))),
+        report_url: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grpc_node_registers_runs_sync_and_async_refuses_bad_requests_and_drains() {
+    let api = start_api().await;
+    let rota = Client::new(&api.url).unwrap();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node_url = format!("http://{}", listener.local_addr().unwrap());
+    let release = Arc::new(Notify::new());
+    let released = release.clone();
+    let node = ExecutorNode::builder("grpc-workers")
+        .scheduler(&api.url)
+        .id("grpc-1")
+        .handler("sum", |ctx: RunContext| async move {
+            let xs: Vec<i64> = ctx.param("xs")?.unwrap_or_default();
+            Ok(json!({"sum": xs.iter().sum::<i64>(), "node": ctx.node_id()}))
+        })
+        .async_handler("export", move |ctx: RunContext| {
+            let released = released.clone();
+            async move {
+                ctx.log(format!("export of run {} started", ctx.run_id())).await;
+                if ctx.param::<bool>("wait")? == Some(true) {
+                    released.notified().await;
+                }
+                Ok(json!({"exported": true}))
+            }
+        })
+        // The target is left out: a gRPC node declares `target: {grpc: {}}`, and a name other than the handler's.
+        .task_for("sum", "metadata: {namespace: sdk, name: grpc-sum}\nspec: {schedule: {manual: true}}\n")
+        .build()
+        .unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serving = tokio::spawn({
+        let node = node.clone();
+        async move {
+            node.serve_grpc(listener, async {
+                let _ = stopped.await;
+            })
+            .await
+        }
+    });
+
+    // Registered as a gRPC node at http://host:port.
+    let registered = eventually("registration", || async {
+        rota.executors(Some("grpc-workers")).await.unwrap().into_iter().find(|n| n.id == "grpc-1")
+    })
+    .await;
+    assert_eq!((registered.address.as_str(), registered.protocol.as_str()), (node_url.as_str(), "grpc"));
+    assert_eq!(registered.state, "active");
+
+    // The declared task targets the gRPC service; a sync run of it goes to the declared handler.
+    let stored = eventually("the declared task", || async { rota.get_task("sdk", "grpc-sum").await.ok() }).await;
+    assert_eq!(stored.spec["spec"]["target"], json!({"grpc": {}}));
+    assert_eq!(stored.spec["spec"]["candidates"], json!({"service": "grpc-workers"}));
+    let mut params = Map::new();
+    params.insert("xs".into(), json!([1, 2, 39]));
+    let run = rota.trigger("sdk", "grpc-sum", params).await.unwrap();
+    let detail = eventually("the sync run to finish", || async {
+        let d = rota.get_run(run.id).await.unwrap();
+        d.run.state.is_terminal().then_some(d)
+    })
+    .await;
+    assert_eq!(detail.run.state, RunState::Succeeded, "{detail:?}");
+    assert_eq!(detail.run.output, Some(json!({"sum": 42, "node": "grpc-1"})));
+    assert_eq!(detail.attempts.iter().map(|a| a.node.as_str()).collect::<Vec<_>>(), ["grpc-1"]);
+
+    // A task applied with `target.grpc` naming the service, answered `accepted` and reported over HTTP.
+    rota.apply(
+        "apiVersion: rota/v1\nkind: Task\nmetadata: {namespace: sdk, name: export}\nspec:\n  schedule: {manual: true}\n  \
+         target: {grpc: {service: rota.executor.v1.Executor, method: Run}}\n  candidates: {service: grpc-workers}\n  \
+         timeout: 20s\n",
+    )
+    .await
+    .unwrap();
+    let run = rota.trigger("sdk", "export", Map::new()).await.unwrap();
+    let detail = eventually("the async run to be reported", || async {
+        let d = rota.get_run(run.id).await.unwrap();
+        d.run.state.is_terminal().then_some(d)
+    })
+    .await;
+    assert_eq!(detail.run.state, RunState::Succeeded, "{detail:?}");
+    assert_eq!(detail.run.output, Some(json!({"exported": true})));
+    assert_eq!(detail.attempts.iter().map(|a| a.node.as_str()).collect::<Vec<_>>(), ["grpc-1"]);
+    let logs = rota.logs(run.id, 0, None).await.unwrap();
+    assert_eq!(
+        logs.items.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(),
+        [format!("export of run {} started", run.id)]
+    );
+
+    // A request that is not a run envelope is INVALID_ARGUMENT, naming the field; the node keeps serving.
+    let mut client = grpc_client(&node_url).await;
+    let status = client.run(grpc_request("sdk/grpc-sum", "{oops")).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().starts_with("the request is not a valid run envelope: params_json is not valid JSON"),
+        "{status:?}"
+    );
+    let mut no_shard = grpc_request("sdk/grpc-sum", "");
+    no_shard.shard = None;
+    let status = client.run(no_shard).await.unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (tonic::Code::InvalidArgument, "the request is not a valid run envelope: shard is missing")
+    );
+    let answer = client.run(grpc_request("sdk/grpc-sum", r#"{"xs":[2,3]}"#)).await.unwrap().into_inner();
+    let answer = rota_proto::grpc::RunAnswer::try_from(answer).unwrap();
+    assert_eq!(
+        answer,
+        rota_proto::grpc::RunAnswer::Completed(RunResult::succeeded(Some(json!({"sum": 5, "node": "grpc-1"}))))
+    );
+    // An unknown handler is a failed result, not a transport error.
+    let answer = client.run(grpc_request("sdk/nope", "")).await.unwrap().into_inner();
+    match rota_proto::grpc::RunAnswer::try_from(answer).unwrap() {
+        rota_proto::grpc::RunAnswer::Completed(r) => {
+            assert_eq!(r.status, rota_proto::ResultStatus::Failed);
+            assert!(r.error.as_deref().unwrap_or_default().starts_with("no handler \"nope\""), "{r:?}");
+        }
+        other => panic!("expected a failed result, got {other:?}"),
+    }
+
+    // Draining: an async run holds the node in flight; new dispatches are UNAVAILABLE meanwhile.
+    let mut params = Map::new();
+    params.insert("wait".into(), json!(true));
+    let run = rota.trigger("sdk", "export", params).await.unwrap();
+    eventually("the handler started", || async { (node.in_flight() == 1).then_some(()) }).await;
+    stop.send(()).unwrap();
+    eventually("draining", || async {
+        let n = rota.executors(Some("grpc-workers")).await.unwrap().pop()?;
+        (n.state == "draining").then_some(())
+    })
+    .await;
+    let status = client.run(grpc_request("sdk/grpc-sum", "")).await.unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (tonic::Code::Unavailable, "executor node grpc-1 is draining and takes no new runs")
+    );
+    drop(client);
+    release.notify_one();
+    tokio::time::timeout(Duration::from_secs(20), serving).await.unwrap().unwrap().unwrap();
+    let detail = rota.get_run(run.id).await.unwrap();
+    assert_eq!(detail.run.state, RunState::Succeeded, "reported before the node left: {detail:?}");
+    assert!(rota.executors(Some("grpc-workers")).await.unwrap().is_empty(), "deregistered");
 }

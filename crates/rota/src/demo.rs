@@ -1,7 +1,9 @@
 //! `rota server --demo`: a tiny built-in executor node and the task `demo/hello` that calls it every 5 s.
 //!
-//! The executor speaks the HTTP `rota` protocol on an ephemeral `127.0.0.1` port: it appends one log line to the
-//! run (when the envelope has a report URL) and answers
+//! The executor speaks the HTTP `rota` protocol on an ephemeral `127.0.0.1` port and joins the execution cluster
+//! as node `demo-1` of service `demo` (registered and heartbeated through the scheduler, as an executor node
+//! registers through the API), so `demo/hello` finds it by `candidates.service: demo` and `rota get nodes` lists
+//! it. It appends one log line to the run (when the envelope has a report URL) and answers
 //! `200 {"status": "succeeded", "output": {"greeting": "hello from run N"}}`.
 
 use std::net::SocketAddr;
@@ -11,7 +13,7 @@ use anyhow::Context;
 use axum::Json;
 use axum::extract::State;
 use rota_core::Scheduler;
-use rota_proto::{LogAppend, RunEnvelope};
+use rota_proto::{ExecutorProtocol, ExecutorRegistration, LogAppend, RunEnvelope};
 use rota_store::Precondition;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -21,6 +23,7 @@ pub struct Demo {
     addr: SocketAddr,
     stop: CancellationToken,
     server: JoinHandle<()>,
+    heartbeat: JoinHandle<()>,
 }
 
 impl Demo {
@@ -31,11 +34,16 @@ impl Demo {
     pub async fn stop(self) {
         self.stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.heartbeat).await;
     }
 }
 
-/// The demo task, calling the executor at `addr`.
-pub fn task_document(addr: SocketAddr) -> String {
+/// Node id and service of the demo executor.
+pub const NODE_ID: &str = "demo-1";
+pub const SERVICE: &str = "demo";
+
+/// The demo task, calling the executor nodes of service `demo`.
+pub fn task_document() -> String {
     format!(
         r#"apiVersion: rota/v1
 kind: Task
@@ -49,7 +57,7 @@ spec:
   target:
     http: {{path: /jobs/hello, protocol: rota}}
   candidates:
-    static: ["http://{addr}"]
+    service: {SERVICE}
   retry: {{maxAttempts: 2, backoff: {{kind: fixed, initial: 1s}}}}
   timeout: 3s
   params: {{greeting: hello}}
@@ -73,10 +81,37 @@ pub async fn start(scheduler: &Scheduler) -> anyhow::Result<Demo> {
             }
         })
     };
-    let task = rota_spec::parse_yaml(&task_document(addr)).context("the demo task is invalid")?;
+    let registration = ExecutorRegistration {
+        id: NODE_ID.to_string(),
+        service: SERVICE.to_string(),
+        address: format!("http://{addr}"),
+        protocol: ExecutorProtocol::Http,
+        labels: [("app".to_string(), "demo".to_string())].into(),
+        weight: 1,
+        capacity: 0,
+    };
+    let lease = scheduler.register_executor(registration.clone()).await.context("cannot register the demo executor")?;
+    let heartbeat = {
+        // Heartbeat like an executor node: every `heartbeat_interval_ms`, registering again if forgotten.
+        let (stop, scheduler) = (stop.clone(), scheduler.clone());
+        let every = Duration::from_millis(lease.heartbeat_interval_ms.max(100));
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                if scheduler.heartbeat_executor(NODE_ID).await.is_err() {
+                    let _ = scheduler.register_executor(registration.clone()).await;
+                }
+            }
+            let _ = scheduler.deregister_executor(NODE_ID).await;
+        })
+    };
+    let task = rota_spec::parse_yaml(&task_document()).context("the demo task is invalid")?;
     scheduler.apply(task, Precondition::Any).await.context("cannot apply the demo task")?;
     tracing::info!(target: "rota::demo", executor = %format!("http://{addr}"), "demo executor started; task demo/hello fires every 5s");
-    Ok(Demo { addr, stop, server })
+    Ok(Demo { addr, stop, server, heartbeat })
 }
 
 async fn handle(State(http): State<reqwest::Client>, Json(envelope): Json<RunEnvelope>) -> Json<Value> {
@@ -98,7 +133,7 @@ mod tests {
 
     #[test]
     fn the_demo_task_is_valid() {
-        let task = rota_spec::parse_yaml(&task_document("127.0.0.1:4567".parse().unwrap())).unwrap();
+        let task = rota_spec::parse_yaml(&task_document()).unwrap();
         assert_eq!(task.key(), "demo/hello");
     }
 }

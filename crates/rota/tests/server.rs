@@ -29,6 +29,11 @@ async fn demo_shows_succeeded_runs_quickly() {
     assert_eq!(run["output"]["greeting"], format!("hello from run {id}"));
     let logs = rota(&url, &["logs", &id.to_string()]).await;
     assert!(logs.ok().contains(&format!("hello from run {id}")), "{}", logs.stdout);
+    // The demo executor joined the execution cluster: the run went to node demo-1 of service demo.
+    let detail = rota(&url, &["run", &id.to_string(), "-o", "json"]).await.json();
+    assert_eq!(detail["attempts"][0]["node"], "demo-1", "{detail:#}");
+    let executors = rota(&url, &["get", "nodes", "--executors", "-o", "json"]).await.json();
+    assert_eq!((executors[0]["id"].as_str(), executors[0]["service"].as_str()), (Some("demo-1"), Some("demo")));
 
     let status = server.terminate(Duration::from_secs(40));
     assert!(status.success(), "exit status {status}:\n{}", server.output());

@@ -1,5 +1,6 @@
 //! The node towards the scheduler: registration, declared tasks, heartbeats, drain and deregistration.
-//! Transport-independent (the HTTP server and a gRPC one share it); only the advertised address differs.
+//! Transport-independent (the HTTP and gRPC servers share it); only the registration's address and protocol and
+//! the default target of declared tasks differ.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -73,12 +74,12 @@ impl Heartbeat {
 }
 
 impl ExecutorNode {
-    pub(crate) fn registration(&self, address: &str) -> ExecutorRegistration {
+    pub(crate) fn registration(&self, address: &str, protocol: ExecutorProtocol) -> ExecutorRegistration {
         ExecutorRegistration {
             id: self.id().to_string(),
             service: self.inner.service.clone(),
             address: address.to_string(),
-            protocol: ExecutorProtocol::Http,
+            protocol,
             labels: self.inner.labels.clone(),
             weight: self.inner.weight,
             capacity: self.inner.capacity,
@@ -103,7 +104,7 @@ impl ExecutorNode {
         tracing::info!(id = %registration.id, service = %registration.service, address = %registration.address,
             state = %lease.state, heartbeat_ms = lease.heartbeat_interval_ms, "executor node registered");
         let heartbeat = self.spawn_heartbeat(client.clone(), registration.clone(), heartbeat_interval(&lease));
-        match self.apply_tasks(&client, shutdown).await {
+        match self.apply_tasks(&client, registration.protocol, shutdown).await {
             Ok(true) => Ok(Some((client, heartbeat))),
             Ok(false) => {
                 heartbeat.stop().await;
@@ -119,8 +120,14 @@ impl ExecutorNode {
     }
 
     /// Applies each declared task unless the stored one is identical. `Ok(false)`: interrupted by shutdown.
-    async fn apply_tasks(&self, client: &Client, shutdown: &mut Shutdown<'_>) -> Result<bool, ExecutorError> {
+    async fn apply_tasks(
+        &self,
+        client: &Client,
+        protocol: ExecutorProtocol,
+        shutdown: &mut Shutdown<'_>,
+    ) -> Result<bool, ExecutorError> {
         for task in &self.inner.tasks {
+            let document = task.document_for(protocol);
             let fail = |source| ExecutorError::ApplyTask { task: task.key.clone(), source };
             let (namespace, name) = task.key.split_once('/').expect("keys are namespace/name");
             let current = retrying("reading a declared task", shutdown, || async {
@@ -133,17 +140,16 @@ impl ExecutorNode {
             .await
             .map_err(fail)?;
             let Some(current) = current else { return Ok(false) };
-            let desired = serde_json::from_value::<rota_spec::Task>(task.document.clone()).ok();
+            let desired = serde_json::from_value::<rota_spec::Task>(document.clone()).ok();
             let stored = current.and_then(|view| serde_json::from_value::<rota_spec::Task>(view.spec).ok());
             if desired.is_some() && desired == stored {
                 tracing::debug!(task = %task.key, "declared task unchanged");
                 continue;
             }
-            let applied = retrying("applying a declared task", shutdown, || {
-                client.apply(TaskDocument::Json(task.document.clone()))
-            })
-            .await
-            .map_err(fail)?;
+            let applied =
+                retrying("applying a declared task", shutdown, || client.apply(TaskDocument::Json(document.clone())))
+                    .await
+                    .map_err(fail)?;
             let Some(applied) = applied else { return Ok(false) };
             tracing::info!(task = %task.key, version = applied.task.version, "declared task {}", applied.action());
         }

@@ -34,10 +34,13 @@
 //!
 //! # What the node does
 //!
-//! * **Dispatch.** The scheduler `POST`s a [`RunEnvelope`] to `{node address}{target.http.path}`. The handler is
-//!   found by the last segment of the request path, else by the task's name (`namespace/name` → `name`), else by
-//!   the full `namespace/name`. An unknown handler, an `Err` from the handler and a panic in it all become a
-//!   `failed` result (the task's retry policy applies); the node keeps serving.
+//! * **Dispatch.** Over HTTP ([`serve_http`](ExecutorNode::serve_http)) the scheduler `POST`s a [`RunEnvelope`]
+//!   to `{node address}{target.http.path}`; over gRPC ([`serve_grpc`](ExecutorNode::serve_grpc)) it calls
+//!   `rota.executor.v1.Executor/Run` for a `target.grpc` task. The handler is found by the last segment of the
+//!   request path (HTTP only), else by the handler a declared task was declared with, else by the task's name
+//!   (`namespace/name` → `name`), else by the full `namespace/name`. An unknown handler, an `Err` from the
+//!   handler and a panic in it all become a `failed` result (the task's retry policy applies); the node keeps
+//!   serving.
 //! * **Sync and async handlers.** A [`handler`](ExecutorNodeBuilder::handler) is answered with `200` and the
 //!   [`RunResult`]; an [`async_handler`](ExecutorNodeBuilder::async_handler) is answered with `202 Accepted` at
 //!   once and its result is sent later as a [`RunReport`] to `POST {report_url}/report` (with this node's id),
@@ -51,8 +54,8 @@
 //!   (`POST /api/v1/executors`), heartbeats at the interval the scheduler asks for (re-registering when a
 //!   heartbeat is answered `404`), and applies its declared [tasks](ExecutorNodeBuilder::task) (only when they
 //!   differ from what is stored, so restarts do not touch them).
-//! * **Drain.** When the shutdown future resolves, the node tells the scheduler it is draining, answers `503` to
-//!   new dispatches, waits (up to the [drain timeout](ExecutorNodeBuilder::drain_timeout)) for running handlers
+//! * **Drain.** When the shutdown future resolves, the node tells the scheduler it is draining, answers `503`
+//!   (gRPC: `UNAVAILABLE`) to new dispatches, waits (up to the [drain timeout](ExecutorNodeBuilder::drain_timeout)) for running handlers
 //!   and pending reports, removes its registration, and stops serving.
 //!
 //! # Transports
@@ -65,21 +68,21 @@
 //!   `Answer` is `Completed(RunResult)`, `Accepted` or `Draining`;
 //! * a **transport** that decodes a request into a [`RunEnvelope`], calls `handle`, and encodes the `Answer`.
 //!   [`ExecutorNode::serve_http`] (module `http`) is the HTTP one: the request path is the hint, bad bodies are
-//!   `400`, `Draining` is `503`. The lifecycle around serving (registration, heartbeats, declared tasks, drain,
-//!   deregistration: module `lifecycle`) is transport-independent too; only the registration's `address` and
-//!   `protocol` differ.
+//!   `400`, `Draining` is `503`. [`ExecutorNode::serve_grpc`] (module `grpc`, tonic) is the gRPC one
+//!   (`rota.executor.v1.Executor/Run`, see `docs/protocols.md`): the request is converted with
+//!   `RunEnvelope::try_from` (an error is `INVALID_ARGUMENT`), `handle(envelope, None)` routes by task, and
+//!   `Answer::into_run_answer()` becomes the `v1::RunResponse`, `None` (draining) `UNAVAILABLE`.
 //!
-//! A gRPC transport (`rota.executor.v1.Executor/Run`, see `docs/protocols.md`) implements
-//! `rota_proto::grpc::v1::executor_server::Executor` by converting the request with
-//! `RunEnvelope::try_from(request)` (an error is `INVALID_ARGUMENT`), calling `handle(envelope, None)` (no path:
-//! routing by task name; or pass `target.grpc.method` if it ever names handlers), and answering
-//! `Answer::into_run_answer()` as `v1::RunResponse::from(answer)`, `None` (draining) as `UNAVAILABLE`; a
-//! `serve_grpc` then registers with `protocol: grpc`.
+//! The lifecycle around serving (module `serve`: start the server, then registration, heartbeats, declared
+//! tasks, drain, deregistration from module `lifecycle`) is shared: only the registration's `address` and
+//! `protocol` (`http` / `grpc`) and the default target of declared tasks (`http.path` / `grpc: {}`) differ.
 
 mod context;
+mod grpc;
 mod http;
 mod lifecycle;
 mod report;
+mod serve;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -97,7 +100,7 @@ use serde_json::Value;
 use crate::{Client, ClientError, TaskDocument};
 
 pub use context::RunContext;
-pub use http::Listen;
+pub use serve::Listen;
 
 /// Default for [`ExecutorNodeBuilder::drain_timeout`]: 30 s.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -132,8 +135,8 @@ pub enum ExecutorError {
         #[source]
         source: ClientError,
     },
-    /// The HTTP server stopped with an error.
-    #[error("the executor HTTP server failed: {0}")]
+    /// The HTTP or gRPC server stopped with an error.
+    #[error("the executor node's server failed: {0}")]
     Serve(#[source] std::io::Error),
 }
 
@@ -218,7 +221,7 @@ enum Mode {
 
 /// The outcome of one dispatch, independent of the transport that carried it.
 ///
-/// HTTP maps it to `200` + the result, `202` and `503`; gRPC would map it to its reply and `UNAVAILABLE`.
+/// HTTP maps it to `200` + the result, `202` and `503`; gRPC maps it to its `RunResponse` and `UNAVAILABLE`.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Answer {
     /// The run finished: send this result back now.
@@ -232,7 +235,6 @@ pub(crate) enum Answer {
 impl Answer {
     /// The answer in the gRPC protocol's terms (`rota_proto::grpc::v1::RunResponse::from(answer)`), or `None`
     /// for [`Answer::Draining`], which a gRPC transport answers with status `UNAVAILABLE`.
-    #[cfg_attr(not(test), allow(dead_code))] // the gRPC transport is not written yet
     pub(crate) fn into_run_answer(self) -> Option<RunAnswer> {
         match self {
             Answer::Completed(result) => Some(RunAnswer::Completed(result)),
@@ -246,7 +248,26 @@ impl Answer {
 #[derive(Debug, Clone)]
 struct DeclaredTask {
     key: String,
+    /// The handler that serves it (routing by task key finds it, also without a path).
+    handler: Option<String>,
+    /// The document to apply for a node served over HTTP.
     document: Value,
+    /// The document left `spec.target` out: a node served over gRPC applies `target: {grpc: {}}` instead.
+    default_target: bool,
+}
+
+impl DeclaredTask {
+    /// The document a node speaking `protocol` applies.
+    fn document_for(&self, protocol: rota_proto::ExecutorProtocol) -> Value {
+        let mut document = self.document.clone();
+        if self.default_target
+            && protocol == rota_proto::ExecutorProtocol::Grpc
+            && let Some(target) = document.pointer_mut("/spec/target")
+        {
+            *target = serde_json::json!({"grpc": {}});
+        }
+        document
+    }
 }
 
 /// Builder of an [`ExecutorNode`]; see [`ExecutorNode::builder`].
@@ -366,8 +387,9 @@ impl ExecutorNodeBuilder {
     /// Declares a task served by `handler`. After registering, the node applies it with
     /// `PUT /api/v1/tasks/{namespace}/{name}`, filling in what the document leaves out: `apiVersion: rota/v1`,
     /// `kind: Task`, `spec.target` becomes
-    /// `{http: {path: /{handler}}}` (or just the `path` of an `http` target without `path` and `url`), and
-    /// `spec.candidates` becomes `{service: <this node's service>}`. A document identical to the stored one is
+    /// `{http: {path: /{handler}}}` on a node served over HTTP (or just the `path` of an `http` target without
+    /// `path` and `url`) and `{grpc: {}}` on a node served over gRPC (dispatches of the task then reach
+    /// `handler` by the task's key), and `spec.candidates` becomes `{service: <this node's service>}`. A document identical to the stored one is
     /// not sent again (so a restart neither bumps its version nor moves its next fire time).
     pub fn task_for(mut self, handler: impl Into<String>, document: impl Into<TaskDocument>) -> Self {
         self.tasks.push((Some(handler.into()), document.into()));
@@ -453,6 +475,7 @@ impl ExecutorNodeBuilder {
         for (handler, document) in self.tasks {
             tasks.push(declare_task(&self.service, handler.as_deref(), &document, &handlers).map_err(config)?);
         }
+        let task_handlers = tasks.iter().filter_map(|t| Some((t.key.clone(), t.handler.clone()?))).collect();
         Ok(ExecutorNode {
             inner: Arc::new(Inner {
                 service: self.service,
@@ -464,6 +487,7 @@ impl ExecutorNodeBuilder {
                 capacity: self.capacity,
                 handlers,
                 tasks,
+                task_handlers,
                 scheduler,
                 http,
                 auth,
@@ -493,6 +517,8 @@ struct Inner {
     capacity: u32,
     handlers: HashMap<String, Handler>,
     tasks: Vec<DeclaredTask>,
+    /// `namespace/name` of each declared task → the handler serving it.
+    task_handlers: HashMap<String, String>,
     scheduler: Option<Client>,
     /// Client of every call to the scheduler (management API, logs, reports).
     http: reqwest::Client,
@@ -579,13 +605,13 @@ impl ExecutorNode {
     }
 
     /// **The dispatch seam.** Runs one dispatched attempt and says what to answer, independently of the
-    /// transport that carried it: the HTTP server (`http.rs`) calls it with the request path as `path_hint`; a
-    /// gRPC server would call it with the envelope decoded from its request and, as hint, whatever names the
-    /// handler there (or `None` to route by task name).
+    /// transport that carried it: the HTTP server (`http.rs`) calls it with the request path as `path_hint`, the
+    /// gRPC server (`grpc.rs`) with the envelope converted from its request and `None` (routing by task).
     ///
     /// * Admission: a draining node answers [`Answer::Draining`] without running anything.
-    /// * Routing: the last non-empty segment of `path_hint`, else the task's name, else the full
-    ///   `namespace/name`; no match is a `failed` result naming the handler.
+    /// * Routing: the last non-empty segment of `path_hint`, else the handler of the declared task with this
+    ///   key, else the task's name, else the full `namespace/name`; no match is a `failed` result naming the
+    ///   handler.
     /// * Sync handlers run to completion (a panic or `Err` is a `failed` result) and their logs are flushed
     ///   before the result is returned. Async handlers are spawned (answer [`Answer::Accepted`]); their result is
     ///   reported to `{report_url}/report`. Both count as in flight until done, which is what a drain waits for.
@@ -655,7 +681,8 @@ impl ExecutorNode {
             .map(|p| p.split(['?', '#']).next().unwrap_or_default())
             .and_then(|p| p.split('/').rev().find(|s| !s.is_empty()));
         let name = task.rsplit_once('/').map_or(task, |(_, n)| n);
-        for candidate in [segment, Some(name), Some(task)].into_iter().flatten() {
+        let declared = self.inner.task_handlers.get(task).map(String::as_str);
+        for candidate in [segment, declared, Some(name), Some(task)].into_iter().flatten() {
             if let Some(h) = self.inner.handlers.get(candidate) {
                 return Ok((candidate.to_string(), h.clone()));
             }
@@ -736,11 +763,13 @@ fn declare_task(
     }
     let spec = spec.as_object_mut().ok_or_else(|| format!("task {key}: spec must be a mapping"))?;
     let target = spec.entry("target").or_insert(Value::Null);
-    if target.is_null() {
+    let default_target = target.is_null();
+    if default_target {
         *target = serde_json::json!({"http": {}});
     }
     let target = target.as_object_mut().ok_or_else(|| format!("task {key}: spec.target must be a mapping"))?;
     let is_container = target.get("container").is_some_and(|c| !c.is_null());
+    let is_grpc = target.get("grpc").is_some_and(|c| !c.is_null());
     let mut routed_path = None;
     if let Some(http) = target.get_mut("http").and_then(Value::as_object_mut) {
         let has = |k: &str| http.get(k).is_some_and(|v| !v.is_null());
@@ -761,6 +790,18 @@ fn declare_task(
             }
         }
     }
+    let handler_names = || {
+        let mut names: Vec<&str> = handlers.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names.join(", ")
+    };
+    // A gRPC dispatch (the default target on a node served over gRPC, or a `grpc` target) has no path: it is
+    // routed by the task key to the declared handler (else by the task's name or key).
+    let serving = [handler.as_str(), name.as_str(), key.as_str()].into_iter().find(|n| handlers.contains_key(*n));
+    if (default_target || is_grpc) && serving.is_none() {
+        return Err(format!("task {key}: no handler serves it (handler {handler:?}; handlers: {})", handler_names()));
+    }
+    let serving = serving.map(str::to_string);
     // The dispatch must find a handler: by the path's last segment, the task name or its key.
     if let Some(path) = &routed_path {
         let segment = path.split(['?', '#']).next().unwrap_or_default().split('/').rev().find(|s| !s.is_empty());
@@ -769,15 +810,11 @@ fn declare_task(
         if !found {
             return Err(format!(
                 "task {key}: no handler serves it (path {path:?}, handler {handler:?}; handlers: {})",
-                {
-                    let mut names: Vec<&str> = handlers.keys().map(String::as_str).collect();
-                    names.sort_unstable();
-                    names.join(", ")
-                }
+                handler_names()
             ));
         }
     }
-    Ok(DeclaredTask { key, document: value })
+    Ok(DeclaredTask { key, handler: serving, document: value, default_target })
 }
 
 fn check_node_id(id: &str) -> Result<(), String> {

@@ -1,7 +1,7 @@
 //! The dispatch seam without a transport: routing, failures, panics, admission.
 
 use chrono::Utc;
-use rota_proto::{ResultStatus, RunEnvelope, RunResult, ShardInfo};
+use rota_proto::{ExecutorProtocol, ResultStatus, RunEnvelope, RunResult, ShardInfo};
 use serde_json::{Map, Value, json};
 
 use super::*;
@@ -162,6 +162,47 @@ fn declared_tasks_get_candidates_and_path_filled_in() {
     assert!(err.contains("task default/report: no handler serves it"), "{err}");
     let err = declare_task("svc", None, &TaskDocument::from("spec: {}"), &handlers(&[])).unwrap_err();
     assert!(err.contains("metadata"), "{err}");
+
+    // Over gRPC a left-out target becomes `grpc: {}`; the handler is remembered for routing by key.
+    let doc = TaskDocument::from("metadata: {namespace: b, name: x}\nspec: {schedule: {every: 10s}}\n");
+    let t = declare_task("svc", Some("h"), &doc, &handlers(&["h"])).unwrap();
+    assert_eq!(t.handler.as_deref(), Some("h"));
+    assert_eq!(t.document_for(ExecutorProtocol::Http)["spec"]["target"], json!({"http": {"path": "/h"}}));
+    let grpc = t.document_for(ExecutorProtocol::Grpc);
+    assert_eq!(grpc["spec"]["target"], json!({"grpc": {}}));
+    assert_eq!(grpc["spec"]["candidates"], json!({"service": "svc"}));
+    let typed: rota_spec::Task = serde_json::from_value(grpc).unwrap();
+    typed.validate().unwrap();
+    // A target the document gives stays, whatever the transport.
+    let doc = TaskDocument::from("metadata: {name: x}\nspec: {target: {http: {path: /jobs/y}}}");
+    let t = declare_task("svc", None, &doc, &handlers(&["y"])).unwrap();
+    assert_eq!(t.document_for(ExecutorProtocol::Grpc)["spec"]["target"], json!({"http": {"path": "/jobs/y"}}));
+    let doc = TaskDocument::from("metadata: {name: x}\nspec: {target: {grpc: {method: Run}}}");
+    let t = declare_task("svc", None, &doc, &handlers(&["x"])).unwrap();
+    assert_eq!(t.document_for(ExecutorProtocol::Http)["spec"]["target"], json!({"grpc": {"method": "Run"}}));
+    // A gRPC target needs a handler reachable by the task's key.
+    let err = declare_task("svc", Some("h"), &doc, &handlers(&["other"])).unwrap_err();
+    assert!(err.contains("task default/x: no handler serves it"), "{err}");
+}
+
+#[tokio::test]
+async fn declared_tasks_route_to_their_handler_without_a_path() {
+    let node = ExecutorNode::builder("svc")
+        .id("n1")
+        .scheduler("http://127.0.0.1:9")
+        .handler("export", |ctx: RunContext| async move { Ok(json!({"task": ctx.task()})) })
+        .handler("x", |_| async { Ok(json!("by-name")) })
+        .task_for("export", "metadata: {namespace: b, name: x}\nspec: {schedule: {manual: true}}\n")
+        .build()
+        .unwrap();
+    let out = completed(node.handle(envelope("b/x", json!({})), None).await);
+    assert_eq!(out.output, Some(json!({"task": "b/x"})), "the declared handler, not the one named like the task");
+    // Another namespace is another task: routed by name.
+    let out = completed(node.handle(envelope("c/x", json!({})), None).await);
+    assert_eq!(out.output, Some(json!("by-name")));
+    // A path still wins over HTTP.
+    let out = completed(node.handle(envelope("b/x", json!({})), Some("/x")).await);
+    assert_eq!(out.output, Some(json!("by-name")));
 }
 
 #[test]

@@ -61,7 +61,8 @@ pub struct Server {
     stderr: Arc<Mutex<String>>,
 }
 
-fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
+/// Appends every line `stream` yields to `into`, on its own thread (so a child never blocks on a full pipe).
+pub fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
