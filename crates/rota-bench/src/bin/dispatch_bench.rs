@@ -9,10 +9,10 @@
 //!
 //! For each round and each protocol (HTTP first, then gRPC), in one process:
 //!
-//! 1. starts `--nodes` no-op executor nodes on 127.0.0.1:0: over HTTP `ExecutorNode::serve_http` of `rota-sdk`
-//!    with sync handlers `d0`…`d{concurrency-1}` that return `null`; over gRPC a plain tonic server implementing
-//!    `rota.executor.v1.Executor` ([`start_grpc_node`], to be swapped for `ExecutorNode::serve_grpc` when it
-//!    lands). `--node-impl plain` uses a plain axum no-op node for HTTP too;
+//! 1. starts `--nodes` no-op executor nodes on 127.0.0.1:0: `rota-sdk` `ExecutorNode`s with sync handlers
+//!    `d0`…`d{concurrency-1}` that return `null`, served with `serve_http` or `serve_grpc` (no scheduler
+//!    configured: they do not register). `--node-impl plain` serves a plain axum (HTTP) or tonic (gRPC) no-op
+//!    instead, which decodes the envelope and answers `succeeded`;
 //! 2. **bare baseline**: `--concurrency` workers, each in a closed loop (send, wait for the answer, send again)
 //!    against node `worker % nodes`: reqwest POSTing the JSON envelope (HTTP) or a tonic client calling `Run` over
 //!    one HTTP/2 channel per node (gRPC); `--warmup` seconds, then a window of `--seconds`;
@@ -71,8 +71,8 @@ struct Args {
     /// Rounds (each measures every selected protocol once, HTTP first).
     #[arg(long, default_value_t = 1)]
     rounds: usize,
-    /// Executor nodes: `sdk` (rota-sdk `ExecutorNode` over HTTP; gRPC: see `start_grpc_node`) or `plain` (a bare
-    /// axum / tonic no-op server for both).
+    /// Executor nodes: `sdk` (rota-sdk `ExecutorNode`, `serve_http` / `serve_grpc`) or `plain` (a bare axum /
+    /// tonic no-op server).
     #[arg(long, value_enum, default_value = "sdk")]
     node_impl: NodeImpl,
     /// Shards.
@@ -141,48 +141,43 @@ async fn start_node(protocol: Protocol, index: usize, imp: NodeImpl, concurrency
     let shutdown = async move {
         let _ = stopped.await;
     };
-    let task = match (protocol, imp) {
-        (Protocol::Http, NodeImpl::Sdk) => {
-            let mut builder = ExecutorNode::builder("bench").id(format!("bench-http-{index}"));
+    let task = match imp {
+        NodeImpl::Sdk => {
+            let id = format!("bench-{}-{index}", protocol.name().to_ascii_lowercase());
+            let mut builder = ExecutorNode::builder("bench").id(id);
             for name in handler_names(concurrency) {
                 builder = builder.handler(name, |_ctx| async { Ok(Value::Null) });
             }
             let node = builder.build()?;
-            tokio::spawn(async move { node.serve_http(listener, shutdown).await.map_err(anyhow::Error::from) })
+            tokio::spawn(async move {
+                match protocol {
+                    Protocol::Http => node.serve_http(listener, shutdown).await?,
+                    Protocol::Grpc => node.serve_grpc(listener, shutdown).await?,
+                }
+                Ok(())
+            })
         }
-        (Protocol::Http, NodeImpl::Plain) => tokio::spawn(async move {
-            let app =
-                axum::Router::new().fallback(axum::routing::post(|axum::Json(_): axum::Json<RunEnvelope>| async {
-                    axum::Json(RunResult::succeeded(None))
-                }));
-            axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(anyhow::Error::from)
-        }),
-        (Protocol::Grpc, _) => start_grpc_node(listener, index, concurrency, shutdown),
+        NodeImpl::Plain => match protocol {
+            Protocol::Http => tokio::spawn(async move {
+                let app =
+                    axum::Router::new().fallback(axum::routing::post(|axum::Json(_): axum::Json<RunEnvelope>| async {
+                        axum::Json(RunResult::succeeded(None))
+                    }));
+                axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(anyhow::Error::from)
+            }),
+            Protocol::Grpc => tokio::spawn(async move {
+                tonic::transport::Server::builder()
+                    .add_service(v1::executor_server::ExecutorServer::new(NoopGrpc))
+                    .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+                    .await
+                    .map_err(anyhow::Error::from)
+            }),
+        },
     };
     Ok(Node { addr, stop, task })
 }
 
-/// The no-op gRPC executor node, on `listener` until `shutdown` resolves.
-///
-/// **The swap point.** `ExecutorNode::serve_grpc` is not on `main` yet, so this serves a plain tonic
-/// `rota.executor.v1.Executor` that decodes the request into a [`RunEnvelope`] and answers `succeeded` (what the
-/// SDK's HTTP transport does around its handler, minus the handler call). When it lands, build the node as in
-/// the `(Protocol::Http, NodeImpl::Sdk)` arm of [`start_node`] and call `node.serve_grpc(listener, shutdown)`.
-fn start_grpc_node(
-    listener: tokio::net::TcpListener,
-    _index: usize,
-    _concurrency: usize,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> JoinHandle<Result<()>> {
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(v1::executor_server::ExecutorServer::new(NoopGrpc))
-            .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
-            .await
-            .map_err(anyhow::Error::from)
-    })
-}
-
+/// The plain no-op gRPC node: decodes the request into a [`RunEnvelope`] and answers `succeeded`.
 struct NoopGrpc;
 
 #[tonic::async_trait]
