@@ -148,6 +148,7 @@ mod leases;
 pub mod membership;
 mod plan;
 mod scheduler;
+pub mod secrets;
 mod shard;
 mod tasks;
 mod timer;
@@ -156,6 +157,7 @@ pub use discovery::{Candidate, Discovery, DiscoveryError};
 pub use events::{Event, EventBus, EventKind};
 pub use executor::{Dispatch, DispatchOutcome, Executor, NodeEndpoint, RunLogSink, StoreLogSink};
 pub use scheduler::{Scheduler, SchedulerConfig};
+pub use secrets::{SecretChain, SecretError, SecretResolver, SecretValue};
 
 /// The shard a task hashes into: FNV-1a 64 of `namespace/name`, modulo `shard_count` (stable across nodes,
 /// platforms and versions). [`Scheduler::shard_of`] is the same with the node's shard count.

@@ -8,10 +8,12 @@ use async_trait::async_trait;
 use reqwest::Url;
 use rota_core::{Dispatch, DispatchOutcome};
 use rota_proto::grpc::{self as wire, RunAnswer, v1};
+use rota_proto::signing::SigningKey;
 use rota_proto::{HEADER_ATTEMPT, HEADER_RUN_ID, RunEnvelope};
+use rota_tls::ClientTls;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
 use crate::http::{BuildError, DEFAULT_MAX_RESPONSE_BYTES, default_user_agent, excerpt, root_cause};
@@ -29,6 +31,9 @@ pub struct GrpcProtocolConfig {
     pub max_response_bytes: usize,
     /// Channels (one per node address) kept open at most; past it an arbitrary one is dropped. Default 1024.
     pub max_channels: usize,
+    /// TLS for `https://` / `grpcs://` nodes: with a CA bundle, nodes must present a certificate it signed;
+    /// without one, the system's roots. The client certificate (mTLS) is presented to nodes that ask for one.
+    pub tls: ClientTls,
 }
 
 impl Default for GrpcProtocolConfig {
@@ -38,6 +43,7 @@ impl Default for GrpcProtocolConfig {
             user_agent: default_user_agent(),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             max_channels: 1024,
+            tls: ClientTls::default(),
         }
     }
 }
@@ -47,10 +53,25 @@ impl Default for GrpcProtocolConfig {
 ///
 /// Channels are created on first use inside the caller's Tokio runtime and stay bound to it: use one
 /// `GrpcProtocol` per runtime.
-#[derive(Debug, Clone)]
+///
+/// With [`GrpcProtocol::with_signing_key`] every call is signed ([`rota_proto::signing`]): method `POST`, path
+/// `/{service}/{method}` (by default `/rota.executor.v1.Executor/Run`), body = the protobuf encoding of the
+/// `RunRequest` message (not the gRPC length-prefixed frame), the headers sent as metadata.
+#[derive(Clone)]
 pub struct GrpcProtocol {
     config: Arc<GrpcProtocolConfig>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    tls: Option<ClientTlsConfig>,
+    signing: Option<Arc<SigningKey>>,
+}
+
+impl std::fmt::Debug for GrpcProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcProtocol")
+            .field("config", &self.config)
+            .field("signing_key", &self.signing.as_ref().map(|k| k.id.clone()))
+            .finish_non_exhaustive()
+    }
 }
 
 impl GrpcProtocol {
@@ -59,7 +80,28 @@ impl GrpcProtocol {
         Endpoint::from_static("http://127.0.0.1:1")
             .user_agent(config.user_agent.clone())
             .map_err(|_| BuildError::new("gRPC", format!("invalid user agent {:?}", config.user_agent)))?;
-        Ok(GrpcProtocol { config: Arc::new(config), channels: Arc::default() })
+        rota_tls::install_crypto_provider();
+        let mut tls = ClientTlsConfig::new();
+        match config.tls.ca_pem() {
+            Some(ca) => tls = tls.ca_certificate(Certificate::from_pem(ca)),
+            None => tls = tls.with_native_roots(),
+        }
+        if let Some((cert, key)) = config.tls.identity_pem() {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        // Check the material now (on a throw-away endpoint), so a bad file fails at start-up, not per dispatch.
+        if !config.tls.is_empty() {
+            Endpoint::from_static("https://127.0.0.1:1")
+                .tls_config(tls.clone())
+                .map_err(|e| BuildError::new("gRPC", format!("invalid TLS settings: {}", root_cause(&e))))?;
+        }
+        Ok(GrpcProtocol { config: Arc::new(config), channels: Arc::default(), tls: Some(tls), signing: None })
+    }
+
+    /// Signs every call with `key` (see the type's documentation).
+    pub fn with_signing_key(mut self, key: SigningKey) -> Self {
+        self.signing = Some(Arc::new(key));
+        self
     }
 
     pub fn config(&self) -> &GrpcProtocolConfig {
@@ -77,12 +119,19 @@ impl GrpcProtocol {
         if let Some(channel) = channels.get(origin) {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(origin.to_string())
+        let mut endpoint = Endpoint::from_shared(origin.to_string())
             .map_err(|e| format!("invalid executor address {origin}: {}", root_cause(&e)))?
             .user_agent(self.config.user_agent.clone())
             .map_err(|_| "invalid user agent".to_string())?
             .connect_timeout(self.config.connect_timeout)
             .tcp_nodelay(true);
+        if origin.starts_with("https://")
+            && let Some(tls) = &self.tls
+        {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| format!("cannot set up TLS to {origin}: {}", root_cause(&e)))?;
+        }
         let channel = endpoint.connect_lazy();
         if channels.len() >= self.config.max_channels.max(1)
             && let Some(victim) = channels.keys().next().cloned()
@@ -114,8 +163,17 @@ impl GrpcProtocol {
             deadline: dispatch.deadline,
             report_url: dispatch.report_url.clone(),
         });
+        let signature = self.signing.as_ref().map(|key| {
+            let body = prost::Message::encode_to_vec(&message);
+            key.sign("POST", path.as_str(), chrono::Utc::now().timestamp(), &body)
+        });
         let mut request = tonic::Request::new(message);
         request.set_timeout(dispatch.timeout);
+        for (name, value) in signature.into_iter().flatten() {
+            if let Ok(value) = MetadataValue::try_from(value.as_str()) {
+                request.metadata_mut().insert(name, value);
+            }
+        }
         request.metadata_mut().insert(HEADER_RUN_ID, MetadataValue::from(dispatch.run_id));
         request.metadata_mut().insert(HEADER_ATTEMPT, MetadataValue::from(dispatch.attempt));
 
@@ -178,28 +236,27 @@ fn rpc_path(service: Option<&str>, method: Option<&str>) -> Result<PathAndQuery,
         .map_err(|_| "target.grpc: invalid service or method name".to_string())
 }
 
-/// The origin (`http://host:port`) of a gRPC node address: `host:port`, `http://host:port` or
-/// `grpc://host:port`. TLS (`https://`) is not supported yet; paths, queries and credentials are refused, and
-/// never echoed.
+/// The origin of a gRPC node address: `http://host:port` for `host:port`, `http://host:port` or
+/// `grpc://host:port` (plaintext), `https://host:port` for `https://host:port` or `grpcs://host:port` (TLS).
+/// Paths, queries and credentials are refused, and never echoed.
 pub(crate) fn grpc_origin(address: &str) -> Result<String, String> {
     let address = address.trim();
     let (scheme, rest) = match address.split_once("://") {
         Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
         None => ("http".to_string(), address),
     };
-    match scheme.as_str() {
-        "http" | "grpc" => {}
-        "https" | "grpcs" => {
-            return Err("gRPC over TLS is not supported by this server yet (use host:port or http://)".to_string());
-        }
+    let tls = match scheme.as_str() {
+        "http" | "grpc" => false,
+        "https" | "grpcs" => true,
         other => {
             return Err(format!(
-                "unsupported gRPC address scheme {:?} (expected host:port, http:// or grpc://)",
+                "unsupported gRPC address scheme {:?} (expected host:port, http://, grpc://, https:// or grpcs://)",
                 excerpt(other)
             ));
         }
-    }
-    let url = Url::parse(&format!("http://{rest}")).map_err(|e| format!("invalid gRPC executor address: {e}"))?;
+    };
+    let url = Url::parse(&format!("{}://{rest}", if tls { "https" } else { "http" }))
+        .map_err(|e| format!("invalid gRPC executor address: {e}"))?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err("invalid gRPC executor address: credentials are not allowed in it".to_string());
     }
@@ -209,7 +266,8 @@ pub(crate) fn grpc_origin(address: &str) -> Result<String, String> {
     if url.host().is_none() {
         return Err("invalid gRPC executor address: no host".to_string());
     }
-    if url.port().is_none() && !rest.trim_end_matches('/').ends_with(":80") {
+    let default_port = if tls { ":443" } else { ":80" };
+    if url.port().is_none() && !rest.trim_end_matches('/').ends_with(default_port) {
         return Err("invalid gRPC executor address: it needs a port (host:port)".to_string());
     }
     Ok(url.origin().ascii_serialization())
@@ -240,6 +298,12 @@ fn status_error(status: &Status, origin: &str, path: &str, config: &GrpcProtocol
             path.trim_start_matches('/'),
             if message.is_empty() { String::new() } else { format!(" ({message})") }
         ),
+        // A transport failure after the connection was up (e.g. a TLS alert such as a refused client
+        // certificate, which TLS 1.3 delivers after the client's side of the handshake completed).
+        Code::Unknown | Code::Cancelled if std::error::Error::source(status).is_some() => {
+            let cause = std::error::Error::source(status).map(root_cause).unwrap_or_default();
+            format!("request to {origin} failed: {cause}")
+        }
         // Raised by tonic's own decoder: the answer is not a `RunResponse`.
         Code::Internal if status.message().starts_with("failed to decode") => {
             format!("executor returned an undecodable answer: {message}")
@@ -288,7 +352,8 @@ mod tests {
         assert_eq!(grpc_origin("grpc://node-a:7000").unwrap(), "http://node-a:7000");
         assert_eq!(grpc_origin("GRPC://[::1]:7000").unwrap(), "http://[::1]:7000");
         assert_eq!(grpc_origin("http://h:80").unwrap(), "http://h");
-        assert!(grpc_origin("https://h:443").unwrap_err().contains("TLS"));
+        assert_eq!(grpc_origin("https://h:443").unwrap(), "https://h");
+        assert_eq!(grpc_origin("grpcs://node-a:7443").unwrap(), "https://node-a:7443");
         assert!(grpc_origin("ftp://h:1").unwrap_err().starts_with("unsupported gRPC address scheme \"ftp\""));
         assert!(grpc_origin("h").unwrap_err().contains("needs a port"));
         assert!(grpc_origin("http://h:1/base").unwrap_err().contains("no path"));

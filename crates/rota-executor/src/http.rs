@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
-use rota_core::{Dispatch, DispatchOutcome, Executor};
+use rota_core::{Dispatch, DispatchOutcome, Executor, SecretError, SecretResolver};
+use rota_proto::signing::SigningKey;
 use rota_proto::{CONTENT_TYPE_JSON, HEADER_ATTEMPT, HEADER_RUN_ID, ResultStatus, RunEnvelope, RunResult};
-use rota_spec::{HttpMethod, HttpProtocol, HttpTarget};
+use rota_spec::{HttpAuth, HttpMethod, HttpProtocol, HttpTarget};
+use rota_tls::ClientTls;
 use serde_json::Value;
 
 use crate::protocol::Protocol;
@@ -55,6 +57,9 @@ pub struct HttpExecutorConfig {
     /// Route requests through the proxy named by `HTTP_PROXY`/`ALL_PROXY`/`NO_PROXY`. Default `false`:
     /// executor nodes are called directly.
     pub use_env_proxy: bool,
+    /// TLS for `https://` nodes and URLs: extra CAs trusted in addition to the system's roots, and the client
+    /// certificate presented to nodes that require one (mTLS). Default: system roots, no client certificate.
+    pub tls: ClientTls,
 }
 
 impl Default for HttpExecutorConfig {
@@ -66,6 +71,7 @@ impl Default for HttpExecutorConfig {
             pool_idle_timeout: Duration::from_secs(90),
             connect_timeout: Duration::from_secs(10),
             use_env_proxy: false,
+            tls: ClientTls::default(),
         }
     }
 }
@@ -85,10 +91,26 @@ impl BuildError {
 }
 
 /// Calls `target.http` targets: one shared connection pool for every dispatch. Cheap to clone.
-#[derive(Debug, Clone)]
+///
+/// With [`HttpExecutor::with_signing_key`] every request is signed ([`rota_proto::signing`]); with
+/// [`HttpExecutor::with_secrets`] a target's `auth` is resolved at dispatch time (without a resolver every
+/// secret reference fails the attempt as unavailable).
+#[derive(Clone)]
 pub struct HttpExecutor {
     client: reqwest::Client,
     config: Arc<HttpExecutorConfig>,
+    signing: Option<Arc<SigningKey>>,
+    secrets: Option<Arc<dyn SecretResolver>>,
+}
+
+impl std::fmt::Debug for HttpExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpExecutor")
+            .field("config", &self.config)
+            .field("signing_key", &self.signing.as_ref().map(|k| k.id.clone()))
+            .field("secrets", &self.secrets.is_some())
+            .finish()
+    }
 }
 
 impl HttpExecutor {
@@ -106,6 +128,18 @@ impl HttpExecutor {
         if !config.use_env_proxy {
             builder = builder.no_proxy();
         }
+        rota_tls::install_crypto_provider();
+        if let Some(ca) = config.tls.ca_pem() {
+            let certs = reqwest::Certificate::from_pem_bundle(ca)
+                .map_err(|e| BuildError::new("HTTP", format!("invalid executor CA bundle: {}", error_chain(&e))))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        if let Some((cert, key)) = config.tls.identity_pem() {
+            let identity = reqwest::Identity::from_pem(&[cert, b"\n", key].concat()).map_err(|e| {
+                BuildError::new("HTTP", format!("invalid executor client certificate: {}", error_chain(&e)))
+            })?;
+            builder = builder.identity(identity);
+        }
         let client = builder.build().map_err(|e| BuildError::new("HTTP", error_chain(&e.without_url())))?;
         Ok(Self::with_client(client, config))
     }
@@ -113,7 +147,20 @@ impl HttpExecutor {
     /// Uses a client built by the caller (its pool, TLS and proxy settings); `config` then only supplies the
     /// response limits.
     pub fn with_client(client: reqwest::Client, config: HttpExecutorConfig) -> Self {
-        HttpExecutor { client, config: Arc::new(config) }
+        HttpExecutor { client, config: Arc::new(config), signing: None, secrets: None }
+    }
+
+    /// Signs every request with `key` (headers `x-rota-timestamp`, `x-rota-signature`, `x-rota-key-id` over the
+    /// method, the path and query as sent, the time and the body).
+    pub fn with_signing_key(mut self, key: SigningKey) -> Self {
+        self.signing = Some(Arc::new(key));
+        self
+    }
+
+    /// Resolves the secret references of `target.http.auth` through `secrets`.
+    pub fn with_secrets(mut self, secrets: Arc<dyn SecretResolver>) -> Self {
+        self.secrets = Some(secrets);
+        self
     }
 
     pub fn config(&self) -> &HttpExecutorConfig {
@@ -201,14 +248,90 @@ fn raw_output(body: &[u8], complete: bool) -> Option<Value> {
 }
 
 impl HttpExecutor {
-    /// The request of `dispatch`, its protocol and its origin, or the message of a misconfigured target.
-    fn prepare(&self, dispatch: &Dispatch) -> Result<(reqwest::Request, HttpProtocol, String), String> {
+    /// The request of `dispatch`, its protocol and its origin, or the message of a misconfigured target (or of a
+    /// secret that is not available).
+    async fn prepare(&self, dispatch: &Dispatch) -> Result<(reqwest::Request, HttpProtocol, String), String> {
         let Some(http) = dispatch.target.http.as_ref() else {
             return Err("the HTTP executor was given a target without `http`".to_string());
         };
-        let (request, origin) = build_request(&self.client, dispatch, http)?;
+        let (mut request, origin) = build_request(&self.client, dispatch, http)?;
+        if let Some(auth) = &http.auth {
+            for (name, value) in self.auth_headers(auth).await? {
+                request.headers_mut().insert(name, value);
+            }
+        }
+        if let Some(key) = &self.signing {
+            sign_request(key, &mut request);
+        }
         Ok((request, http.protocol, origin))
     }
+
+    /// The headers of `auth`, their values resolved now and marked sensitive (never logged by the HTTP stack).
+    async fn auth_headers(&self, auth: &HttpAuth) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+        let resolve = async |name: &str| -> Result<String, String> {
+            match &self.secrets {
+                Some(s) => s.resolve(name).await.map(|v| v.expose().to_string()).map_err(|e| e.to_string()),
+                None => Err(SecretError::NotAvailable(name.to_string()).to_string()),
+            }
+        };
+        let sensitive = |name: &str, value: String| {
+            let mut v = HeaderValue::from_str(&value)
+                .map_err(|_| format!("secret {name} is not a valid HTTP header value (value not shown)"))?;
+            v.set_sensitive(true);
+            Ok::<_, String>(v)
+        };
+        let mut out = Vec::new();
+        if let Some(b) = &auth.bearer {
+            let token = resolve(&b.secret_ref).await?;
+            out.push((AUTHORIZATION, sensitive(&b.secret_ref, format!("Bearer {token}"))?));
+        }
+        if let Some(b) = &auth.basic {
+            let password = resolve(&b.password_ref).await?;
+            let credentials = base64(format!("{}:{password}", b.username).as_bytes());
+            out.push((AUTHORIZATION, sensitive(&b.password_ref, format!("Basic {credentials}"))?));
+        }
+        if let Some(h) = &auth.header {
+            let name = HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| format!("target.http.auth.header.name: invalid header name {:?}", h.name))?;
+            let value = resolve(&h.value_ref).await?;
+            out.push((name, sensitive(&h.value_ref, value)?));
+        }
+        Ok(out)
+    }
+}
+
+/// Adds the signature headers of `key` to `request` (signed now).
+fn sign_request(key: &SigningKey, request: &mut reqwest::Request) {
+    let url = request.url();
+    let path = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    };
+    let body = request.body().and_then(|b| b.as_bytes()).unwrap_or_default().to_vec();
+    let now = chrono::Utc::now().timestamp();
+    for (name, value) in key.sign(request.method().as_str(), &path, now, &body) {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            request.headers_mut().insert(name, value);
+        }
+    }
+}
+
+/// Standard base64 with padding (RFC 4648), for `Authorization: Basic`.
+fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// The HTTP protocols (`rota` and `raw`) as a [`Protocol`]; the timeout is left to the caller.
@@ -219,7 +342,7 @@ impl Protocol for HttpExecutor {
     }
 
     async fn send(&self, dispatch: &Dispatch) -> DispatchOutcome {
-        match self.prepare(dispatch) {
+        match self.prepare(dispatch).await {
             Ok((request, protocol, origin)) => self.exchange(request, protocol, &origin).await,
             Err(message) => failed(message),
         }
@@ -230,7 +353,7 @@ impl Protocol for HttpExecutor {
 impl Executor for HttpExecutor {
     async fn dispatch(&self, dispatch: Dispatch) -> DispatchOutcome {
         // A misconfigured target fails even when the attempt has no time left, so the message reaches the user.
-        let (request, protocol, origin) = match self.prepare(&dispatch) {
+        let (request, protocol, origin) = match self.prepare(&dispatch).await {
             Ok(r) => r,
             Err(message) => return failed(message),
         };
@@ -342,9 +465,8 @@ fn resolve_url(dispatch: &Dispatch, http: &HttpTarget) -> Result<Url, String> {
     // The URL itself is not echoed: a webhook URL can be a credential.
     let url = Url::parse(&raw).map_err(|e| format!("invalid executor URL: {e}"))?;
     match url.scheme() {
-        "http" => {}
-        "https" => return Err("https targets need TLS, which this server does not support yet".to_string()),
-        other => return Err(format!("unsupported executor URL scheme {other:?} (expected http)")),
+        "http" | "https" => {}
+        other => return Err(format!("unsupported executor URL scheme {other:?} (expected http or https)")),
     }
     if url.host().is_none() {
         return Err("invalid executor URL: no host".to_string());
@@ -456,6 +578,16 @@ mod tests {
         assert_eq!(e.chars().count(), ERROR_EXCERPT_CHARS + 1);
         assert!(e.ends_with('…'));
         assert_eq!(excerpt(""), "");
+    }
+
+    #[test]
+    fn base64_matches_rfc4648() {
+        for (input, out) in
+            [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE=")]
+        {
+            assert_eq!(base64(input.as_bytes()), out);
+        }
+        assert_eq!(base64(b"svc:p@ss:w0rd"), "c3ZjOnBAc3M6dzByZA==");
     }
 
     #[test]

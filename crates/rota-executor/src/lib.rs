@@ -22,7 +22,8 @@
 //!   (`/` when absent). An address without a scheme (`10.0.0.5:8080`) means `http://`; an address may carry a
 //!   base path (`http://h:8080/rota` + `/jobs/x` → `http://h:8080/rota/jobs/x`); exactly one `/` joins them.
 //! * When there is no node (no candidates), the URL is `target.http.url`.
-//! * Only `http://` is supported for now; `https://` targets fail with a clear message until TLS lands.
+//! * `http://` and `https://` (TLS: the system's roots plus [`HttpExecutorConfig::tls`]'s CA bundle; its client
+//!   certificate is presented to nodes that require one).
 //! * Redirects are not followed: a `3xx` answer is a failure like any other unexpected status.
 //!
 //! Every request carries `user-agent: rota/<version>`, `x-rota-run-id: <run id>` and
@@ -116,8 +117,8 @@
 //! A `target.grpc` dispatch is one unary call of `rota.executor.v1.Executor/Run` (the `.proto` is in
 //! `crates/rota-proto/proto/rota/executor/v1/executor.proto`) on the node the scheduler chose; a grpc target has
 //! no URL of its own, so a dispatch without a node fails. The node address is `host:port`, `http://host:port` or
-//! `grpc://host:port` (plaintext HTTP/2; TLS is not supported yet, and an address may not carry a path, a query
-//! or credentials). All calls to one address share one cached channel (one HTTP/2 connection, reconnected when
+//! `grpc://host:port` (plaintext HTTP/2), or `https://host:port` / `grpcs://host:port` (TLS with
+//! [`GrpcProtocolConfig::tls`]); an address may not carry a path, a query or credentials. All calls to one address share one cached channel (one HTTP/2 connection, reconnected when
 //! lost).
 //!
 //! The request is the envelope as a [`rota_proto::grpc::v1::RunRequest`], with the metadata `x-rota-run-id`,
@@ -136,6 +137,18 @@
 //! | `UNIMPLEMENTED` | `Failed{"executor at http://host:port answered gRPC UNIMPLEMENTED: it does not serve <service>/<method>"}` |
 //! | `DEADLINE_EXCEEDED`, or no answer before the timeout | [`DispatchOutcome::TimedOut`] |
 //! | any other status | `Failed{"executor answered gRPC RESOURCE_EXHAUSTED: <first 256 characters of the message>"}` |
+//!
+//! ## Security
+//!
+//! * **Signing:** [`HttpExecutor::with_signing_key`] and [`GrpcProtocol::with_signing_key`] sign every dispatch
+//!   with [`rota_proto::signing`] (HTTP: method, path and query as sent, body; gRPC: `POST`, the RPC path, the
+//!   protobuf encoding of the `RunRequest`).
+//! * **Credentials:** `target.http.auth` (`bearer`, `basic`, `header`) names secrets; [`HttpExecutor::with_secrets`]
+//!   resolves them at dispatch time through a [`SecretResolver`] ([`EnvSecrets`], [`DirSecrets`], a user's
+//!   own). Values are sent as sensitive headers and appear in no outcome; an unknown reference fails the attempt
+//!   with `secret NAME is not available` without calling.
+//!
+//! `docs/security.md` describes every hop.
 //!
 //! ## How to add a protocol
 //!
@@ -181,6 +194,7 @@ mod grpc;
 mod http;
 mod protocol;
 mod router;
+pub mod secrets;
 pub mod template;
 
 pub use container::{ContainerExecutor, ContainerExecutorConfig, ContainerRuntime, DockerRuntime};
@@ -191,7 +205,12 @@ pub use http::{
 };
 pub use protocol::{Protocol, ProtocolExecutor};
 pub use router::Router;
+pub use secrets::{DirSecrets, EnvSecrets};
 pub use template::TemplateError;
 
 #[doc(no_inline)]
-pub use rota_core::{Dispatch, DispatchOutcome, Executor, NodeEndpoint};
+pub use rota_core::{Dispatch, DispatchOutcome, Executor, NodeEndpoint, SecretResolver};
+#[doc(no_inline)]
+pub use rota_proto::signing::SigningKey;
+#[doc(no_inline)]
+pub use rota_tls::ClientTls;

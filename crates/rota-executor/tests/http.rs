@@ -389,9 +389,9 @@ async fn misconfigured_targets_fail_clearly() {
     let error = failure(exec.dispatch(dispatch_to(None, rota_target(Some("/x")))).await);
     assert_eq!(error, "the http target has no `url` and no executor node was chosen");
 
-    let https = HttpTarget { url: Some("https://example.invalid/x".into()), ..HttpTarget::default() };
-    let error = failure(exec.dispatch(dispatch_to(None, https)).await);
-    assert!(error.contains("TLS"), "{error}");
+    let ftp = HttpTarget { url: Some("ftp://example.invalid/x".into()), ..HttpTarget::default() };
+    let error = failure(exec.dispatch(dispatch_to(None, ftp)).await);
+    assert_eq!(error, "unsupported executor URL scheme \"ftp\" (expected http or https)");
 
     let (addr, seen) = recording(StatusCode::OK, "").await;
     let mut http = rota_target(Some("/x"));

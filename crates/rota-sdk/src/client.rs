@@ -46,6 +46,9 @@ pub enum ClientError {
     /// The base URL given to [`Client::new`] is not usable.
     #[error("invalid server URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
+    /// The TLS settings (e.g. the `--ca-cert` file) are not usable; the message names the file.
+    #[error("invalid TLS settings: {0}")]
+    Tls(String),
 }
 
 impl ClientError {
@@ -112,13 +115,33 @@ impl Client {
     /// A client for the server at `base_url` (e.g. `http://127.0.0.1:7070`; a path prefix such as
     /// `http://host/rota/` is kept). Requests time out after 60 s.
     pub fn new(base_url: &str) -> Result<Client> {
-        let http = reqwest::Client::builder()
+        Client::with_ca_cert(base_url, None)
+    }
+
+    /// [`Client::new`] for an `https://` server whose certificate is signed by the CA bundle (PEM) at
+    /// `ca_file`, trusted in addition to the system's roots (`None`: system roots only).
+    pub fn with_ca_cert(base_url: &str, ca_file: Option<&std::path::Path>) -> Result<Client> {
+        rota_tls::install_crypto_provider();
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("rota-sdk/", env!("CARGO_PKG_VERSION")))
             .timeout(Duration::from_secs(60))
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(ca) = ca_file {
+            let tls = rota_tls::ClientTls::with_ca(ca).map_err(|e| ClientError::Tls(e.to_string()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(tls.ca_pem().unwrap_or_default())
+                .map_err(|e| ClientError::Tls(format!("CA bundle {}: {e}", ca.display())))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder
             .build()
             .map_err(|e| ClientError::InvalidUrl { url: base_url.to_string(), reason: e.to_string() })?;
         Client::with_http_client(base_url, http)
+    }
+
+    /// [`Client::with_ca_cert`] with the CA bundle named by the environment variable `ROTA_CA_CERT`, when set.
+    pub fn from_env(base_url: &str) -> Result<Client> {
+        let ca = std::env::var_os("ROTA_CA_CERT").filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+        Client::with_ca_cert(base_url, ca.as_deref())
     }
 
     /// A client using a preconfigured `reqwest::Client` (timeouts, proxies, headers).

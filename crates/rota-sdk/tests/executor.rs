@@ -204,6 +204,7 @@ impl Running {
 }
 
 async fn post_envelope(url: &str, path: &str, env: &RunEnvelope) -> reqwest::Response {
+    rota_tls::install_crypto_provider();
     reqwest::Client::new().post(format!("{url}{path}")).json(env).send().await.unwrap()
 }
 
@@ -360,6 +361,7 @@ async fn reports_are_retried_on_5xx_and_not_on_4xx() {
 async fn bad_requests_are_answered_400() {
     let node = ExecutorNode::builder("svc").handler("a", |_| async { Ok(Value::Null) }).build().unwrap();
     let mut running = Running::start(&node).await;
+    rota_tls::install_crypto_provider();
     let http = reqwest::Client::new();
     let res = http.post(format!("{}/a", running.url)).body("{not json").send().await.unwrap();
     assert_eq!(res.status(), 400);
@@ -465,6 +467,7 @@ async fn a_drain_waits_for_a_sync_handler_whose_caller_gave_up() {
         .unwrap();
     let mut running = Running::start(&node).await;
     let env = envelope("ns/slow", None, json!({}));
+    rota_tls::install_crypto_provider();
     let http = reqwest::Client::new();
     let gave_up = http.post(format!("{}/", running.url)).json(&env).timeout(Duration::from_millis(100)).send().await;
     assert!(gave_up.unwrap_err().is_timeout());

@@ -107,7 +107,8 @@ pub use quantity::{CpuQuantity, parse_memory};
 pub use schedule::{CompiledSchedule, Trigger, parse_cron, parse_timezone};
 pub use types::*;
 pub use validate::{
-    check_candidate_address, check_dns_label, check_http_url, check_label_key, check_label_value, check_task_key,
+    check_candidate_address, check_dns_label, check_http_url, check_label_key, check_label_value, check_secret_name,
+    check_task_key,
 };
 
 /// Re-exported so callers can name time zones without depending on chrono-tz directly.

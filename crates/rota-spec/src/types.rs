@@ -316,6 +316,67 @@ pub struct HttpTarget {
     /// Request body template (only with `protocol: raw`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// Credentials sent with every call, taken from secrets *by name* at dispatch time (the spec holds only the
+    /// reference; put credentials here, never in `headers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<HttpAuth>,
+}
+
+/// Credentials of an HTTP target: exactly one of `bearer`, `basic`, `header`. Each names secrets, which the
+/// scheduler resolves when it dispatches (environment variable `ROTA_SECRET_<NAME>`, a file in `--secrets-dir`,
+/// or a user's resolver). Secret names are 1 to 128 letters, digits, `_`, `-` and `.`, starting with a letter
+/// or digit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpAuth {
+    /// `Authorization: Bearer <secret>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer: Option<BearerAuth>,
+    /// `Authorization: Basic base64(<username>:<password secret>)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic: Option<BasicAuth>,
+    /// A header of the target's choosing (e.g. `X-Api-Key`) whose value is a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<HeaderAuth>,
+}
+
+impl HttpAuth {
+    /// The secret names this auth refers to.
+    pub fn secret_refs(&self) -> Vec<&str> {
+        let mut refs = Vec::new();
+        refs.extend(self.bearer.as_ref().map(|b| b.secret_ref.as_str()));
+        refs.extend(self.basic.as_ref().map(|b| b.password_ref.as_str()));
+        refs.extend(self.header.as_ref().map(|h| h.value_ref.as_str()));
+        refs
+    }
+}
+
+/// A bearer token from a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BearerAuth {
+    /// Name of the secret holding the token.
+    pub secret_ref: String,
+}
+
+/// HTTP basic authentication; the password comes from a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BasicAuth {
+    /// The user name (not a secret; no `:`).
+    pub username: String,
+    /// Name of the secret holding the password.
+    pub password_ref: String,
+}
+
+/// A custom header whose value comes from a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderAuth {
+    /// The header name (e.g. `X-Api-Key`).
+    pub name: String,
+    /// Name of the secret holding the value.
+    pub value_ref: String,
 }
 
 /// HTTP request method (upper case; lower case is accepted on input).

@@ -85,6 +85,79 @@ fn check_labels(errs: &mut ValidationErrors, path: &str, labels: &BTreeMap<Strin
     }
 }
 
+fn is_header_token(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Longest secret name.
+pub const MAX_SECRET_NAME_LEN: usize = 128;
+
+/// Checks a secret reference: 1..=128 of `[A-Za-z0-9_.-]`, starting with a letter or digit (so it is a safe
+/// file name and maps to an environment variable).
+pub fn check_secret_name(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= MAX_SECRET_NAME_LEN
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a valid secret name: use 1 to {MAX_SECRET_NAME_LEN} letters, digits, '_', '-', '.', \
+             starting with a letter or digit"
+        ))
+    }
+}
+
+/// Headers an `auth` may not name, and that `headers` may not set next to an `auth` that sets them.
+const AUTH_RESERVED_HEADERS: &[&str] =
+    &["content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection", "te", "upgrade", "host"];
+
+fn check_http_auth(errs: &mut ValidationErrors, p: &str, auth: &HttpAuth, headers: &BTreeMap<String, String>) {
+    let set = [auth.bearer.is_some(), auth.basic.is_some(), auth.header.is_some()].iter().filter(|b| **b).count();
+    if set != 1 {
+        errs.push(p, format!("exactly one of bearer, basic, header must be set (got {set})"));
+    }
+    let mut sent = Vec::new();
+    if let Some(b) = &auth.bearer {
+        if let Err(e) = check_secret_name(&b.secret_ref) {
+            errs.push(format!("{p}.bearer.secretRef"), e);
+        }
+        sent.push(("bearer", "authorization".to_string()));
+    }
+    if let Some(b) = &auth.basic {
+        if b.username.is_empty() {
+            errs.push(format!("{p}.basic.username"), "must not be empty");
+        } else if b.username.contains(':') || b.username.chars().any(char::is_control) {
+            errs.push(format!("{p}.basic.username"), "must not contain ':' or control characters");
+        }
+        if let Err(e) = check_secret_name(&b.password_ref) {
+            errs.push(format!("{p}.basic.passwordRef"), e);
+        }
+        sent.push(("basic", "authorization".to_string()));
+    }
+    if let Some(h) = &auth.header {
+        if !is_header_token(&h.name) {
+            errs.push(format!("{p}.header.name"), format!("{:?} is not a valid HTTP header name", h.name));
+        } else if AUTH_RESERVED_HEADERS.contains(&h.name.to_ascii_lowercase().as_str()) {
+            errs.push(format!("{p}.header.name"), format!("{:?} is managed by Rota and cannot be set", h.name));
+        }
+        if let Err(e) = check_secret_name(&h.value_ref) {
+            errs.push(format!("{p}.header.valueRef"), e);
+        }
+        sent.push(("header", h.name.to_ascii_lowercase()));
+    }
+    let parent = p.trim_end_matches(".auth");
+    for name in headers.keys() {
+        if let Some((kind, _)) = sent.iter().find(|(_, h)| *h == name.to_ascii_lowercase()) {
+            errs.push(
+                format!("{parent}.headers.{name}"),
+                format!("cannot be combined with auth.{kind}, which sets it"),
+            );
+        }
+    }
+}
+
 /// Checks an absolute http(s) URL with a host.
 pub fn check_http_url(s: &str) -> Result<url::Url, String> {
     let u = url::Url::parse(s).map_err(|e| format!("{s:?} is not a valid URL: {e}"))?;
@@ -243,11 +316,12 @@ fn validate_target(errs: &mut ValidationErrors, s: &TaskSpec) {
             errs.push(format!("{p}.body"), "only allowed with protocol: raw");
         }
         for name in h.headers.keys() {
-            let token =
-                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-            if !token {
+            if !is_header_token(name) {
                 errs.push(format!("{p}.headers.{name}"), format!("{name:?} is not a valid HTTP header name"));
             }
+        }
+        if let Some(auth) = &h.auth {
+            check_http_auth(errs, &format!("{p}.auth"), auth, &h.headers);
         }
     }
     if let Some(g) = &s.target.grpc {

@@ -541,6 +541,81 @@ fn http_target_rules() {
 }
 
 #[test]
+fn http_auth_takes_secret_references() {
+    let task = parse_str(&base_with(
+        "http: {path: /jobs/nightly-report}",
+        "http: {path: /x, protocol: raw, auth: {bearer: {secretRef: billing-token}}}",
+    ))
+    .unwrap();
+    let auth = task.spec.target.http.as_ref().unwrap().auth.clone().unwrap();
+    assert_eq!(auth.bearer, Some(BearerAuth { secret_ref: "billing-token".into() }));
+    assert_eq!(auth.secret_refs(), vec!["billing-token"]);
+    // Round trip keeps the camelCase shape.
+    let json = serde_json::to_value(&task).unwrap();
+    assert_eq!(json["spec"]["target"]["http"]["auth"], serde_json::json!({"bearer": {"secretRef": "billing-token"}}));
+
+    let task = parse_str(&base_with(
+        "http: {path: /jobs/nightly-report}",
+        "http: {path: /x, auth: {basic: {username: svc, passwordRef: svc.pw}}}",
+    ))
+    .unwrap();
+    assert_eq!(task.spec.target.http.unwrap().auth.unwrap().basic.unwrap().username, "svc");
+    let task = parse_str(&base_with(
+        "http: {path: /jobs/nightly-report}",
+        "http: {path: /x, auth: {header: {name: X-Api-Key, valueRef: KEY_1}}}",
+    ))
+    .unwrap();
+    assert_eq!(task.spec.target.http.unwrap().auth.unwrap().header.unwrap().name, "X-Api-Key");
+}
+
+#[test]
+fn http_auth_is_checked_with_field_paths() {
+    let with =
+        |auth: &str| base_with("http: {path: /jobs/nightly-report}", &format!("http: {{path: /x, auth: {auth}}}"));
+    assert_parse_err(&with("{bearer: {secret: x}}"), "spec.target.http.auth.bearer.secret", "unknown field `secret`");
+    assert_parse_err(&with("{token: {secretRef: x}}"), "spec.target.http.auth.token", "unknown field `token`");
+    assert_invalid(
+        &with("{bearer: {secretRef: x}, basic: {username: u, passwordRef: p}}"),
+        "spec.target.http.auth",
+        "exactly one of bearer, basic, header must be set (got 2)",
+    );
+    assert_invalid(&with("{}"), "spec.target.http.auth", "(got 0)");
+    assert_invalid(
+        &with("{bearer: {secretRef: \"../etc/passwd\"}}"),
+        "spec.target.http.auth.bearer.secretRef",
+        "not a valid secret name",
+    );
+    assert_invalid(
+        &with("{basic: {username: \"a:b\", passwordRef: p}}"),
+        "spec.target.http.auth.basic.username",
+        "':'",
+    );
+    assert_invalid(
+        &with("{basic: {username: u, passwordRef: \"\"}}"),
+        "spec.target.http.auth.basic.passwordRef",
+        "secret name",
+    );
+    assert_invalid(
+        &with("{header: {name: \"bad name\", valueRef: k}}"),
+        "spec.target.http.auth.header.name",
+        "header name",
+    );
+    assert_invalid(
+        &with("{header: {name: Content-Length, valueRef: k}}"),
+        "spec.target.http.auth.header.name",
+        "managed by Rota",
+    );
+    assert_invalid(
+        &base_with(
+            "http: {path: /jobs/nightly-report}",
+            "http: {path: /x, headers: {Authorization: inline}, auth: {bearer: {secretRef: t}}}",
+        ),
+        "spec.target.http.headers.Authorization",
+        "cannot be combined with auth.bearer",
+    );
+}
+
+#[test]
 fn multiple_errors_are_reported_together() {
     let doc = r#"
 apiVersion: rota/v2

@@ -49,7 +49,13 @@ pub fn resolve_token(explicit: Option<String>, data_dir: &Path) -> Option<String
 }
 
 /// Runs a client command against the server at `server`, authenticating with `token`.
-pub fn run(server: &str, token: Option<&str>, format: Format, command: Command) -> ExitCode {
+pub fn run(
+    server: &str,
+    ca_cert: Option<&std::path::Path>,
+    token: Option<&str>,
+    format: Format,
+    command: Command,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -58,7 +64,7 @@ pub fn run(server: &str, token: Option<&str>, format: Format, command: Command) 
         }
     };
     let result = runtime.block_on(async {
-        let client = Client::new(server)?.with_token(token)?;
+        let client = Client::with_ca_cert(server, ca_cert)?.with_token(token)?;
         execute(&client, format, command).await
     });
     match result {

@@ -3,10 +3,12 @@
 //! Precedence, highest first: flag, environment variable, `--config` file, built-in default.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use rota_proto::signing::SigningKey;
 use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -71,6 +73,55 @@ pub struct ServerArgs {
     /// when it passes without one [default: 10s].
     #[arg(long, env = "ROTA_EXECUTOR_TTL", value_name = "DURATION", help_heading = "Tuning")]
     pub executor_ttl: Option<String>,
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+/// TLS, dispatch signing and secrets (see docs/security.md).
+#[derive(Debug, Clone, Default, Args)]
+pub struct SecurityArgs {
+    /// PEM certificate chain of the management API: serve https:// (needs --tls-key).
+    #[arg(long, env = "ROTA_TLS_CERT", value_name = "FILE", help_heading = "Security")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "ROTA_TLS_KEY", value_name = "FILE", help_heading = "Security")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle that signs client certificates; a verified client certificate's identity reaches the API
+    /// as a request extension (rota_tls::PeerCertificate).
+    #[arg(long, env = "ROTA_TLS_CLIENT_CA", value_name = "FILE", help_heading = "Security")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// With --tls-client-ca: `required` (every client needs a certificate: mTLS) or `optional` (clients without
+    /// one authenticate otherwise) [default: required].
+    #[arg(long, env = "ROTA_TLS_CLIENT_AUTH", value_name = "MODE", help_heading = "Security")]
+    pub tls_client_auth: Option<String>,
+    /// Serve plain HTTP on a non-loopback --listen address (e.g. behind a TLS-terminating proxy). Without TLS
+    /// and without this flag, only a loopback address is accepted.
+    #[arg(long, env = "ROTA_ALLOW_PLAINTEXT", help_heading = "Security")]
+    pub allow_plaintext: bool,
+    /// PEM CA bundle trusted for https:// and grpcs:// executor nodes (HTTP: in addition to the system roots;
+    /// gRPC: instead of them).
+    #[arg(long, env = "ROTA_EXECUTOR_CA", value_name = "FILE", help_heading = "Security")]
+    pub executor_ca: Option<PathBuf>,
+    /// PEM client certificate presented to executor nodes that require one (mTLS; needs --executor-client-key).
+    #[arg(long, env = "ROTA_EXECUTOR_CLIENT_CERT", value_name = "FILE", help_heading = "Security")]
+    pub executor_client_cert: Option<PathBuf>,
+    /// PEM private key of --executor-client-cert.
+    #[arg(long, env = "ROTA_EXECUTOR_CLIENT_KEY", value_name = "FILE", help_heading = "Security")]
+    pub executor_client_key: Option<PathBuf>,
+    /// Id of the dispatch signing key, sent as x-rota-key-id [default: default].
+    #[arg(long, env = "ROTA_SIGNING_KEY_ID", value_name = "ID", help_heading = "Security")]
+    pub signing_key_id: Option<String>,
+    /// File holding the shared secret that signs every dispatch (HMAC-SHA256; at least 32 bytes; one trailing
+    /// newline is ignored).
+    #[arg(long, env = "ROTA_SIGNING_SECRET_FILE", value_name = "FILE", help_heading = "Security")]
+    pub signing_secret_file: Option<PathBuf>,
+    /// Name of the environment variable holding the signing secret (instead of --signing-secret-file).
+    #[arg(long, env = "ROTA_SIGNING_SECRET_ENV", value_name = "VAR", help_heading = "Security")]
+    pub signing_secret_env: Option<String>,
+    /// Directory with one file per secret, for `target.http.auth` references (checked before the
+    /// ROTA_SECRET_<NAME> environment variables).
+    #[arg(long, env = "ROTA_SECRETS_DIR", value_name = "DIR", help_heading = "Security")]
+    pub secrets_dir: Option<PathBuf>,
 }
 
 /// The `--config` file. Keys are the flag names (`data-dir`; `data_dir` is accepted too); unknown keys are
@@ -103,6 +154,18 @@ pub struct FileConfig {
     pub max_in_flight: Option<usize>,
     #[serde(alias = "executor_ttl")]
     pub executor_ttl: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
+    pub tls_client_auth: Option<String>,
+    pub allow_plaintext: Option<bool>,
+    pub executor_ca: Option<PathBuf>,
+    pub executor_client_cert: Option<PathBuf>,
+    pub executor_client_key: Option<PathBuf>,
+    pub signing_key_id: Option<String>,
+    pub signing_secret_file: Option<PathBuf>,
+    pub signing_secret_env: Option<String>,
+    pub secrets_dir: Option<PathBuf>,
     /// Where `candidates.service` finds executor nodes (file only): per-service static lists or DNS names; other
     /// services come from the node registry. See `rota_discovery::DiscoveryConfig`.
     #[serde(default)]
@@ -158,6 +221,125 @@ pub struct Settings {
     /// Where the bootstrap admin token is written (and, without a database URL, the SQLite store lives).
     pub data_dir: PathBuf,
     pub oidc: Option<rota_api::auth::OidcConfig>,
+    pub security: Security,
+}
+
+/// The resolved security settings (files already loaded and checked).
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// TLS of the management API; `None` serves plain HTTP.
+    pub tls: Option<Arc<rota_tls::rustls::ServerConfig>>,
+    /// TLS of the executor clients.
+    pub executor_tls: rota_tls::ClientTls,
+    /// The key that signs every dispatch.
+    pub signing: Option<SigningKey>,
+    /// Where `target.http.auth` secrets are read from, before the environment.
+    pub secrets_dir: Option<PathBuf>,
+}
+
+impl Security {
+    fn resolve(args: SecurityArgs, file: &FileConfig, listen: &str) -> anyhow::Result<Security> {
+        let f = file.clone();
+        let tls_cert = args.tls_cert.or(f.tls_cert);
+        let tls_key = args.tls_key.or(f.tls_key);
+        let client_ca = args.tls_client_ca.or(f.tls_client_ca);
+        let client_auth = args.tls_client_auth.or(f.tls_client_auth);
+        let tls = match (tls_cert, tls_key) {
+            (None, None) => {
+                if client_ca.is_some() {
+                    bail!("--tls-client-ca needs --tls-cert and --tls-key");
+                }
+                None
+            }
+            (Some(cert), Some(key)) => {
+                let mut tls = rota_tls::ServerTls::new(cert, key);
+                if let Some(ca) = client_ca {
+                    let mode = match client_auth.as_deref() {
+                        None => rota_tls::ClientCertMode::Required,
+                        Some(m) => m.parse().map_err(|e: String| anyhow::anyhow!("invalid tls-client-auth: {e}"))?,
+                    };
+                    tls = tls.with_client_ca(ca, mode);
+                } else if client_auth.is_some() {
+                    bail!("--tls-client-auth needs --tls-client-ca");
+                }
+                Some(tls.server_config().context("invalid TLS settings of the management API")?)
+            }
+            (Some(_), None) => bail!("--tls-cert needs --tls-key"),
+            (None, Some(_)) => bail!("--tls-key needs --tls-cert"),
+        };
+        let allow_plaintext = args.allow_plaintext || f.allow_plaintext.unwrap_or(false);
+        if tls.is_none() && !allow_plaintext && !is_loopback(listen) {
+            bail!(
+                "refusing to serve the management API over plain HTTP on {listen}, which is not a loopback address: \
+                 give --tls-cert and --tls-key, or --allow-plaintext (e.g. behind a TLS-terminating proxy)"
+            );
+        }
+        let executor_tls = rota_tls::ClientTls::from_files(
+            args.executor_ca.or(f.executor_ca).as_deref(),
+            args.executor_client_cert.or(f.executor_client_cert).as_deref(),
+            args.executor_client_key.or(f.executor_client_key).as_deref(),
+        )
+        .context("invalid executor TLS settings")?;
+        let key_id = args.signing_key_id.or(f.signing_key_id);
+        let secret = match (
+            args.signing_secret_file.or(f.signing_secret_file),
+            args.signing_secret_env.or(f.signing_secret_env),
+        ) {
+            (Some(_), Some(_)) => bail!("give one of --signing-secret-file and --signing-secret-env"),
+            (Some(path), None) => {
+                let mut bytes = std::fs::read(&path)
+                    .with_context(|| format!("cannot read the signing secret file {}", path.display()))?;
+                if bytes.ends_with(b"\n") {
+                    bytes.pop();
+                    if bytes.ends_with(b"\r") {
+                        bytes.pop();
+                    }
+                }
+                Some((bytes, format!("the file {}", path.display())))
+            }
+            (None, Some(var)) => {
+                let value =
+                    std::env::var(&var).map_err(|_| anyhow::anyhow!("the signing secret variable {var} is not set"))?;
+                Some((value.into_bytes(), format!("the variable {var}")))
+            }
+            (None, None) => {
+                if key_id.is_some() {
+                    bail!("--signing-key-id needs --signing-secret-file or --signing-secret-env");
+                }
+                None
+            }
+        };
+        let signing = match secret {
+            None => None,
+            Some((bytes, from)) => {
+                let id = key_id.unwrap_or_else(|| "default".to_string());
+                if id.is_empty() || !id.bytes().all(|b| b.is_ascii_graphic()) {
+                    bail!("invalid signing key id {id:?}: use visible ASCII characters");
+                }
+                Some(SigningKey::new(id, bytes).map_err(|e| anyhow::anyhow!("invalid signing secret in {from}: {e}"))?)
+            }
+        };
+        Ok(Security { tls, executor_tls, signing, secrets_dir: args.secrets_dir.or(f.secrets_dir) })
+    }
+}
+
+/// Whether `listen` (`ip:port`, `localhost:port` or `host:port`) is a loopback address only.
+fn is_loopback(listen: &str) -> bool {
+    if let Ok(addr) = listen.parse::<std::net::SocketAddr>() {
+        return addr.ip().is_loopback();
+    }
+    let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    use std::net::ToSocketAddrs as _;
+    match listen.to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
+    }
 }
 
 fn duration(name: &str, value: Option<String>, default: Duration) -> anyhow::Result<Duration> {
@@ -177,7 +359,8 @@ impl Settings {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
-        let listen = args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen = args.listen.or(file.listen.clone()).unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let security = Security::resolve(args.security, &file, &listen)?;
         let database_url = args.database_url.or(file.database_url).filter(|u| !u.trim().is_empty());
         let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let store = match database_url {
@@ -237,6 +420,7 @@ impl Settings {
             discovery: file.discovery,
             data_dir,
             oidc: file.auth.oidc,
+            security,
         })
     }
 }
@@ -285,7 +469,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = write(
             dir.path(),
-            "listen = \"0.0.0.0:9000\"\ndata-dir = \"/var/lib/rota\"\nshards = 16\nnode_id = \"n1\"\nshutdown-grace = \"5s\"\n",
+            "listen = \"0.0.0.0:9000\"\nallow-plaintext = true\ndata-dir = \"/var/lib/rota\"\nshards = 16\nnode_id = \"n1\"\nshutdown-grace = \"5s\"\n",
         );
         let s = Settings::resolve(ServerArgs { config: Some(path.clone()), ..ServerArgs::default() }).unwrap();
         assert_eq!(s.listen, "0.0.0.0:9000");

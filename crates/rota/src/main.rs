@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod demo;
 mod output;
+mod security;
 mod server;
 
 use std::path::PathBuf;
@@ -38,6 +39,9 @@ pub struct Cli {
     /// Data directory of a local server, where the CLI looks for `admin.token` when no token is given.
     #[arg(long = "data-dir", env = "ROTA_DATA_DIR", default_value = config::DEFAULT_DATA_DIR, value_name = "DIR")]
     pub data_dir: PathBuf,
+    /// PEM CA bundle trusted for an https:// server (in addition to the system's roots).
+    #[arg(long, global = true, env = "ROTA_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
     /// Output format of the CLI commands.
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
@@ -274,7 +278,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => cli::validate(&args, cli.output),
         command => {
             let token = cli::resolve_token(cli.token, &cli.data_dir);
-            cli::run(&cli.server, token.as_deref(), cli.output, command)
+            cli::run(&cli.server, cli.ca_cert.as_deref(), token.as_deref(), cli.output, command)
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rota_core::{Scheduler, SchedulerConfig, StoreLogSink};
-use rota_executor::{ContainerExecutor, ContainerExecutorConfig, DockerRuntime, HttpExecutorConfig, Router};
+use rota_executor::{ContainerExecutor, ContainerExecutorConfig, DockerRuntime, Router};
 use rota_spec::TargetKind;
 use rota_store::Store;
 use rota_store_sql::SqlStore;
@@ -82,7 +82,7 @@ async fn open_store(location: &StoreLocation) -> anyhow::Result<(SqlStore, Strin
 }
 
 fn executors(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Result<(Router, Option<ContainerExecutor>)> {
-    let mut router = Router::standard(HttpExecutorConfig::default()).context("cannot build the HTTP executor")?;
+    let mut router = crate::security::dispatch_router(&settings.security)?;
     let runtime = match &settings.container_runtime {
         Some(endpoint) => Some(
             DockerRuntime::new(endpoint).map_err(|e| anyhow::anyhow!("invalid container runtime {endpoint:?}: {e}"))?,
@@ -123,7 +123,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             );
             None
         } else {
-            Some(format!("http://{addr}"))
+            Some(format!("{}://{addr}", crate::security::scheme(&settings.security)))
         }
     });
 
@@ -175,11 +175,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let api = {
         let stop = stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        })
+        let tls = settings.security.tls.clone();
+        tokio::spawn(crate::security::serve_api(listener, tls, app, stop.cancelled_owned()))
     };
 
     let demo = if settings.demo {
@@ -215,7 +212,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             d.url()
         ));
     }
-    banner.push_str(&format!("rota listening on http://{addr}\n"));
+    banner.push_str(&format!("rota listening on {}://{addr}\n", crate::security::scheme(&settings.security)));
     {
         use std::io::Write as _;
         let mut out = std::io::stdout().lock();

@@ -322,6 +322,7 @@ async fn get_nodes_lists_the_scheduler_node_and_its_shards() {
 
     // An executor node registers through the API; `--executors` lists it, `--service` filters.
     let reg = serde_json::json!({"id": "w-1", "service": "billing", "address": "http://127.0.0.1:9", "labels": {"zone": "a"}, "capacity": 4});
+    rota_tls::install_crypto_provider();
     let res = common::authed(reqwest::Client::new().post(format!("{url}/api/v1/executors")), url)
         .json(&reg)
         .send()

@@ -70,6 +70,7 @@ struct Cluster {
 impl Cluster {
     async fn new(db: String) -> Cluster {
         let store = SqlStore::connect(&db).await.expect("connect to the test database");
+        rota_tls::install_crypto_provider();
         Cluster { db, store, nodes: BTreeMap::new(), http: reqwest::Client::new() }
     }
 

@@ -109,6 +109,8 @@ struct Discovery {
 
 impl OidcAuthenticator {
     pub fn new(config: OidcConfig, store: Arc<dyn Store>) -> Result<Self, AuthError> {
+        // https issuers: rustls on the ring provider (reqwest is built without a provider of its own).
+        rota_tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(5))

@@ -115,6 +115,7 @@ impl Server {
                 .await
                 .expect("server runs");
         });
+        rota_tls::install_crypto_provider();
         let scope = TokenScope::User { grants: vec![Grant::new("*", rota_store::Role::Admin)] };
         let admin = issue_token(&*store, "test admin", scope, "system", None, chrono::Utc::now()).await.unwrap();
         Server {

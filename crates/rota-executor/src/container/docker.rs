@@ -80,6 +80,7 @@ impl DockerRuntime {
             Transport::Unix(p) => format!("unix://{p}"),
             Transport::Http(u) => u.clone(),
         };
+        rota_tls::install_crypto_provider();
         let builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
         let (builder, raw_base) = match &transport {
             Transport::Unix(path) => (builder.unix_socket(path.as_str()), "http://localhost".to_string()),

@@ -309,6 +309,7 @@ impl KubernetesRuntime {
         if !base.starts_with("http://") {
             return Err(RuntimeError::Api(format!("the Kubernetes API URL {base:?} must start with http://")));
         }
+        rota_tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()

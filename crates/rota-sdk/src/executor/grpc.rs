@@ -22,6 +22,13 @@ struct Service {
 #[tonic::async_trait]
 impl v1::executor_server::Executor for Service {
     async fn run(&self, request: Request<v1::RunRequest>) -> Result<Response<v1::RunResponse>, Status> {
+        let body = prost::Message::encode_to_vec(request.get_ref());
+        let md = request.metadata();
+        let path = format!("/{}/{}", rota_proto::grpc::SERVICE, rota_proto::grpc::METHOD_RUN);
+        if let Err(e) = self.node.verify_dispatch("POST", &path, &body, |n| md.get(n).and_then(|v| v.to_str().ok())) {
+            tracing::warn!(node = self.node.id(), error = %e, "refused an unauthenticated gRPC dispatch");
+            return Err(Status::unauthenticated(format!("dispatch refused: {e}")));
+        }
         let meta = |key: &str| request.metadata().get(key).and_then(|v| v.to_str().ok()).map(str::to_string);
         let (run_id, attempt) = (meta(HEADER_RUN_ID), meta(HEADER_ATTEMPT));
         let envelope = RunEnvelope::try_from(request.into_inner()).map_err(|e| {
@@ -56,8 +63,13 @@ impl ExecutorNode {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ExecutorError> {
         let service = v1::executor_server::ExecutorServer::new(Service { node: self.clone() });
+        let tls = self.tls_config();
         let server = move |listener: tokio::net::TcpListener, stop: StopSignal| -> ServerFuture {
             Box::pin(async move {
+                if let Some(tls) = tls {
+                    let app = tonic::service::Routes::new(service).into_axum_router();
+                    return rota_tls::serve(listener, tls, app, stop).await.map_err(ExecutorError::Serve);
+                }
                 let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
                 tonic::transport::Server::builder()
                     .add_service(service)

@@ -3,6 +3,10 @@
 //! * `POST` on any path: the body is a [`RunEnvelope`]; the answer is `200` + [`RunResult`](rota_proto::RunResult)
 //!   (sync), `202` (async: reported later), `503` (draining) or `400` (not JSON, not an envelope).
 //! * `GET /healthz`: `200 {"status":"ok"}`, or `503 {"status":"draining"}` while draining.
+//! * With [signing keys](super::ExecutorNodeBuilder::signing_key), a dispatch (any method other than
+//!   `GET /healthz`) whose signature is missing, wrong, outside the window or replayed is answered `401`
+//!   (`unauthenticated`) before anything else; with [TLS](super::ExecutorNodeBuilder::tls) the server speaks
+//!   HTTPS (optionally requiring a client certificate).
 //!
 //! Errors use the scheduler's JSON error shape `{"error":{"code","message","details":[]}}`.
 
@@ -10,7 +14,7 @@ use std::future::{Future, IntoFuture};
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use rota_proto::{ExecutorProtocol, RunEnvelope};
@@ -36,11 +40,14 @@ impl ExecutorNode {
         let node = self.clone();
         let server = move |listener: tokio::net::TcpListener, stop: StopSignal| -> ServerFuture {
             Box::pin(async move {
-                axum::serve(listener, router(node))
-                    .with_graceful_shutdown(stop)
-                    .into_future()
-                    .await
-                    .map_err(ExecutorError::Serve)
+                match node.tls_config() {
+                    Some(tls) => rota_tls::serve(listener, tls, router(node), stop).await.map_err(ExecutorError::Serve),
+                    None => axum::serve(listener, router(node))
+                        .with_graceful_shutdown(stop)
+                        .into_future()
+                        .await
+                        .map_err(ExecutorError::Serve),
+                }
             })
         };
         self.serve_with(listen.into(), ExecutorProtocol::Http, shutdown, server).await
@@ -63,7 +70,19 @@ fn error(status: StatusCode, code: &str, message: String) -> Response {
     (status, Json(json!({"error": {"code": code, "message": message, "details": []}}))).into_response()
 }
 
-async fn dispatch(State(node): State<ExecutorNode>, method: Method, uri: Uri, body: Bytes) -> Response {
+async fn dispatch(
+    State(node): State<ExecutorNode>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Err(e) = node.verify_dispatch(method.as_str(), path, &body, header) {
+        tracing::warn!(node = node.id(), error = %e, "refused an unauthenticated dispatch");
+        return error(StatusCode::UNAUTHORIZED, "unauthenticated", format!("dispatch refused: {e}"));
+    }
     if method != Method::POST {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -98,6 +98,7 @@ use rota_proto::{ResultStatus, RunEnvelope, RunReport, RunResult};
 use serde_json::Value;
 
 use crate::{Client, ClientError, TaskDocument};
+pub use rota_proto::signing::SigningKey;
 
 pub use context::RunContext;
 pub use serve::Listen;
@@ -285,9 +286,41 @@ pub struct ExecutorNodeBuilder {
     drain_timeout: Duration,
     log_flush_interval: Duration,
     http: Option<reqwest::Client>,
+    signing_keys: Vec<SigningKey>,
+    tls: Option<rota_tls::ServerTls>,
+    scheduler_ca: Option<std::path::PathBuf>,
 }
 
 impl ExecutorNodeBuilder {
+    /// Verifies every dispatch against `key` (call again to accept several keys, e.g. while rotating): a
+    /// dispatch whose signature is missing, does not match, is outside the ±300 s window or was already seen is
+    /// refused — `401` over HTTP, `UNAUTHENTICATED` over gRPC — and its handler never runs. See
+    /// `rota_proto::signing` and docs/security.md.
+    pub fn signing_key(mut self, key: SigningKey) -> Self {
+        self.signing_keys.push(key);
+        self
+    }
+
+    /// Serves over TLS with this PEM certificate chain and key (the advertised address then defaults to
+    /// `https://`).
+    pub fn tls(mut self, cert: impl Into<std::path::PathBuf>, key: impl Into<std::path::PathBuf>) -> Self {
+        self.tls = Some(rota_tls::ServerTls::new(cert, key));
+        self
+    }
+
+    /// With [`tls`](Self::tls): requires every client (the scheduler) to present a certificate signed by the CA
+    /// bundle at `ca` — mTLS, the alternative to (or companion of) [signed dispatches](Self::signing_key).
+    pub fn tls_client_ca(mut self, ca: impl Into<std::path::PathBuf>) -> Self {
+        self.tls = self.tls.map(|t| t.with_client_ca(ca, rota_tls::ClientCertMode::Required));
+        self
+    }
+
+    /// Trusts the CA bundle at `ca` (PEM) for an `https://` scheduler, in addition to the system's roots
+    /// (ignored when an [`http_client`](Self::http_client) is given).
+    pub fn scheduler_ca_cert(mut self, ca: impl Into<std::path::PathBuf>) -> Self {
+        self.scheduler_ca = Some(ca.into());
+        self
+    }
     /// The management API base URL of the scheduler cluster (`http://127.0.0.1:7070`; a load balancer in front
     /// of every scheduler node in a cluster). Without one the node only serves (tasks then name it in
     /// `candidates.static`).
@@ -453,12 +486,29 @@ impl ExecutorNodeBuilder {
         }
         let http = match self.http {
             Some(c) => c,
-            None => reqwest::Client::builder()
-                .user_agent(concat!("rota-sdk/", env!("CARGO_PKG_VERSION")))
-                .connect_timeout(Duration::from_secs(10))
-                .timeout(Duration::from_secs(30))
-                .build()
-                .map_err(|e| config(format!("cannot build the HTTP client: {e}")))?,
+            None => {
+                rota_tls::install_crypto_provider();
+                let mut builder = reqwest::Client::builder()
+                    .user_agent(concat!("rota-sdk/", env!("CARGO_PKG_VERSION")))
+                    .connect_timeout(Duration::from_secs(10))
+                    .timeout(Duration::from_secs(30));
+                if let Some(ca) = &self.scheduler_ca {
+                    let tls = rota_tls::ClientTls::with_ca(ca).map_err(|e| config(e.to_string()))?;
+                    let certs = reqwest::Certificate::from_pem_bundle(tls.ca_pem().unwrap_or_default())
+                        .map_err(|e| config(format!("CA bundle {}: {e}", ca.display())))?;
+                    builder = builder.tls_certs_merge(certs);
+                }
+                builder.build().map_err(|e| config(format!("cannot build the HTTP client: {e}")))?
+            }
+        };
+        let tls = match &self.tls {
+            Some(t) => Some(t.server_config().map_err(|e| config(format!("TLS: {e}")))?),
+            None => None,
+        };
+        let verifier = if self.signing_keys.is_empty() {
+            None
+        } else {
+            Some(Arc::new(rota_proto::signing::Verifier::new(self.signing_keys)))
         };
         let scheduler = match &self.scheduler {
             Some(url) => Some(
@@ -495,6 +545,8 @@ impl ExecutorNodeBuilder {
                 log_flush_interval: self.log_flush_interval,
                 draining: AtomicBool::new(false),
                 in_flight: tokio::sync::watch::Sender::new(0),
+                verifier,
+                tls,
             }),
         })
     }
@@ -529,6 +581,10 @@ struct Inner {
     draining: AtomicBool,
     /// Handlers running plus async reports not yet delivered.
     in_flight: tokio::sync::watch::Sender<usize>,
+    /// Checks the signature of every dispatch, when signing keys are configured.
+    verifier: Option<Arc<rota_proto::signing::Verifier>>,
+    /// Serve over TLS.
+    tls: Option<Arc<rota_tls::rustls::ServerConfig>>,
 }
 
 impl fmt::Debug for ExecutorNode {
@@ -560,6 +616,9 @@ impl ExecutorNode {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             log_flush_interval: DEFAULT_LOG_FLUSH_INTERVAL,
             http: None,
+            signing_keys: Vec::new(),
+            tls: None,
+            scheduler_ca: None,
         }
     }
 
@@ -589,6 +648,25 @@ impl ExecutorNode {
     /// Whether the node is draining (shutting down: new dispatches are refused).
     pub fn is_draining(&self) -> bool {
         self.inner.draining.load(Ordering::SeqCst)
+    }
+
+    /// Checks a dispatch's signature when signing keys are configured (`Ok` without them).
+    pub(crate) fn verify_dispatch<'h>(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        header: impl Fn(&str) -> Option<&'h str>,
+    ) -> Result<(), rota_proto::signing::SignatureError> {
+        match &self.inner.verifier {
+            Some(v) => v.verify(method, path, body, header, chrono::Utc::now().timestamp()),
+            None => Ok(()),
+        }
+    }
+
+    /// The TLS configuration to serve with, if any.
+    pub(crate) fn tls_config(&self) -> Option<Arc<rota_tls::rustls::ServerConfig>> {
+        self.inner.tls.clone()
     }
 
     fn resolve_id(&self, port: Option<u16>) -> &str {

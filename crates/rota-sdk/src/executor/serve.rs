@@ -89,7 +89,10 @@ impl ExecutorNode {
         let local =
             listener.local_addr().map_err(|source| ExecutorError::Listen { addr: "(listener)".into(), source })?;
         let id = self.resolve_id(Some(local.port())).to_string();
-        let address = self.inner.advertise.clone().unwrap_or_else(|| default_address(local));
+        let mut address = self.inner.advertise.clone().unwrap_or_else(|| default_address(local));
+        if self.inner.advertise.is_none() && self.inner.tls.is_some() {
+            address = address.replacen("http://", "https://", 1);
+        }
         if self.inner.advertise.is_none() && local.ip().is_unspecified() && self.inner.scheduler.is_some() {
             tracing::warn!(%address, "listening on all interfaces without an advertised URL: only a scheduler on \
                 this host can reach {address} (set ExecutorNodeBuilder::advertise)");

@@ -34,6 +34,20 @@ const ROTA_ENV: &[&str] = &[
     "ROTA_LEASE_TTL",
     "ROTA_DEFAULT_TIMEOUT",
     "ROTA_MAX_IN_FLIGHT",
+    "ROTA_EXECUTOR_TTL",
+    "ROTA_TLS_CERT",
+    "ROTA_TLS_KEY",
+    "ROTA_TLS_CLIENT_CA",
+    "ROTA_TLS_CLIENT_AUTH",
+    "ROTA_ALLOW_PLAINTEXT",
+    "ROTA_EXECUTOR_CA",
+    "ROTA_EXECUTOR_CLIENT_CERT",
+    "ROTA_EXECUTOR_CLIENT_KEY",
+    "ROTA_SIGNING_KEY_ID",
+    "ROTA_SIGNING_SECRET_FILE",
+    "ROTA_SIGNING_SECRET_ENV",
+    "ROTA_SECRETS_DIR",
+    "ROTA_CA_CERT",
 ];
 
 /// The admin token of every server started by this test binary, by base URL and by `db:<database url>` (nodes
@@ -117,8 +131,13 @@ impl Server {
 
     /// [`Server::start`] with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_on("127.0.0.1:0", args, env)
+    }
+
+    /// [`Server::start_with_env`] listening on `listen`.
+    pub fn start_on(listen: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = std::process::Command::new(BIN);
-        cmd.arg("server").arg("--listen").arg("127.0.0.1:0").args(args);
+        cmd.arg("server").arg("--listen").arg(listen).args(args);
         for v in ROTA_ENV {
             cmd.env_remove(v);
         }
@@ -329,6 +348,7 @@ impl Executor {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
+        rota_tls::install_crypto_provider();
         let state = ExecState { received: received.clone(), http: reqwest::Client::new() };
         let app = axum::Router::new().fallback(axum::routing::post(execute)).with_state(state);
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
