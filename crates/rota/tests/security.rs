@@ -46,6 +46,9 @@ async fn the_api_over_tls_and_the_cli_with_ca_cert() {
     let out = tokio::process::Command::new(BIN)
         .args(["--server", &url, "get", "tasks"])
         .env("ROTA_CA_CERT", ca_arg)
+        // The admin token comes from the data directory's admin.token.
+        .env_remove("ROTA_TOKEN")
+        .env("ROTA_DATA_DIR", &data)
         .output()
         .await
         .unwrap();
