@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use common::{BIN, Server, rota, wait_finished, write};
+use common::{BIN, Server, eventually, rota, rota_as, wait_finished, write};
 use rota_proto::signing::{SigningKey, Verifier};
 use rota_tls::testing::TestCa;
 
@@ -53,6 +53,42 @@ async fn the_api_over_tls_and_the_cli_with_ca_cert() {
         .await
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Credentials over TLS: missing, too weak (another namespace), expired and revoked are refused.
+    let nowhere = dir.path().join("no-token-here");
+    let nowhere = nowhere.to_str().unwrap();
+    let anonymous = rota_as(&url, None, &["--ca-cert", ca_arg, "--data-dir", nowhere, "get", "tasks", "-n", "a"]).await;
+    assert_ne!(anonymous.code, 0);
+    assert!(anonymous.stderr.contains("unauthenticated"), "{}", anonymous.stderr);
+    let create = |name: &'static str, extra: &'static [&'static str]| {
+        let (url, ca) = (url.clone(), ca_arg.to_string());
+        async move {
+            let mut args = vec!["--ca-cert", ca.as_str(), "token", "create", name, "--grant", "a:viewer", "-o", "json"];
+            args.extend_from_slice(extra);
+            let created = rota(&url, &args).await.json();
+            (created["token"].as_str().unwrap().to_string(), created["info"]["id"].as_str().unwrap().to_string())
+        }
+    };
+    let (viewer, viewer_id) = create("viewer-a", &[]).await;
+    let as_viewer = |ns: &'static str| {
+        let (url, ca, token) = (url.clone(), ca_arg.to_string(), viewer.clone());
+        async move { rota_as(&url, Some(&token), &["--ca-cert", &ca, "get", "tasks", "-n", ns, "-o", "json"]).await }
+    };
+    assert_eq!(as_viewer("a").await.json(), serde_json::json!([]));
+    let other = as_viewer("b").await;
+    assert!(other.code != 0 && other.stderr.contains("forbidden"), "{}", other.stderr);
+    let (short, _) = create("short-lived", &["--expires-in", "1s"]).await;
+    eventually("the 1s token expires", Duration::from_secs(10), || {
+        let (url, ca, token) = (url.clone(), ca_arg.to_string(), short.clone());
+        async move {
+            let out = rota_as(&url, Some(&token), &["--ca-cert", &ca, "get", "tasks", "-n", "a"]).await;
+            (out.code != 0 && out.stderr.contains("unauthenticated")).then_some(())
+        }
+    })
+    .await;
+    rota(&url, &["--ca-cert", ca_arg, "token", "revoke", &viewer_id]).await.ok();
+    let revoked = as_viewer("a").await;
+    assert!(revoked.code != 0 && revoked.stderr.contains("unauthenticated"), "{}", revoked.stderr);
 
     // Without the CA the server's certificate is not trusted.
     let out = rota(&url, &["get", "tasks"]).await;
