@@ -183,6 +183,24 @@ pub fn dialect_of_url(url: &str) -> StoreResult<Dialect> {
     }
 }
 
+/// Opens a SQLite pool, retrying while the database is busy. Switching a fresh file to WAL takes a lock that
+/// SQLite does not wait for with the busy handler, so processes opening a new database at the same moment can
+/// get `SQLITE_BUSY` at once; they retry for up to the busy timeout instead of failing.
+async fn connect_sqlite(pool: SqlitePoolOptions, opts: SqliteConnectOptions) -> Result<sqlx::SqlitePool, sqlx::Error> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match pool.clone().connect_with(opts.clone()).await {
+            Err(sqlx::Error::Database(e))
+                if e.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| c & 0xff == 5)
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 impl SqlStore {
     /// Connects to the database at `url` (see the crate docs for the accepted forms) and applies the embedded
     /// migrations.
@@ -233,7 +251,7 @@ impl SqlStore {
                 } else {
                     pool_opts.max_connections(options.max_connections.unwrap_or(8))
                 };
-                Pools::Sqlite(pool_opts.connect_with(opts).await.map_err(connect_err("SQLite"))?)
+                Pools::Sqlite(connect_sqlite(pool_opts, opts).await.map_err(connect_err("SQLite"))?)
             }
             Dialect::Postgres => {
                 let opts = PgConnectOptions::from_str(url)
