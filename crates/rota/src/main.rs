@@ -271,8 +271,21 @@ pub struct ValidateArgs {
     pub files: Vec<PathBuf>,
 }
 
+/// CLI commands end quietly when their output pipe closes (`rota runs | head`), like other command-line tools:
+/// the default action of SIGPIPE. (Rust ignores SIGPIPE, and then every `print!` to a closed pipe panics.) The
+/// server keeps ignoring it: a closed stdout must not stop a scheduler.
+fn exit_on_closed_pipe() {
+    // SAFETY: restoring a signal's default disposition at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Server(_)) {
+        exit_on_closed_pipe();
+    }
     match cli.command {
         Command::Server(args) => server::main(*args),
         Command::Validate(args) => cli::validate(&args, cli.output),

@@ -227,6 +227,20 @@ async fn validate_works_offline() {
     let out = rota_offline(&["--server", "http://127.0.0.1:9", "validate", "-f", &good]).await;
     assert_eq!(out.ok(), format!("{good}: valid (e2e/good)\n"));
 
+    // Output into a pipe nobody reads (`rota … | head` after head has exited) ends the command quietly instead
+    // of panicking.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(common::BIN)
+        .args(["validate", "-f", &good])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!out.status.success(), "the write cannot have succeeded");
+
     let out = rota_offline(&["validate", "-f", &bad]).await;
     assert_eq!(out.code, 1);
     assert!(out.stdout.starts_with(&format!("{bad}: invalid (2 problems)\n")), "{}", out.stdout);
